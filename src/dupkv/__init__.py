@@ -1,0 +1,3 @@
+"""dupkv: a Pegasus-compatible key-value store with cross-datacenter duplication."""
+
+__version__ = "0.1.0"

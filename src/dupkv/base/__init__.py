@@ -1,0 +1,1 @@
+"""Pure building blocks shared by every layer: ids, errors, time, hashing, config."""

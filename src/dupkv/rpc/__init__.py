@@ -1,0 +1,1 @@
+"""The Pegasus wire protocol: Thrift IDL, THFT framing, asyncio transport."""
