@@ -1,0 +1,1 @@
+"""Replica side: partitions (write and read paths), scanners and the replica server."""
