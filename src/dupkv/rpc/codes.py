@@ -1,0 +1,154 @@
+"""The RPCs we speak: task code name -> Thrift service method, in one table (pure).
+
+A request names its RPC by rDSN task code (the Thrift message name, e.g.
+`RPC_RRDB_RRDB_PUT`); the reply is named `<code>_ACK`. `TASK_CODES` below is the only
+place that maps codes to methods. An `RpcMethod` knows how to turn the wire bytes of its
+args and result into thriftpy2 values and back, converting between rDSN's Thrift dialect
+and standard Thrift (see `dupkv.rpc.wire`).
+
+An RPC's single argument is field 1 of its args struct; its result is field 0 ("success")
+of its result struct. `clear_scanner` is oneway: no reply is ever sent.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from dupkv.rpc import wire
+from dupkv.rpc.idl_meta import meta
+from dupkv.rpc.thrift import IDL_DIR, deserialize, rrdb, serialize
+
+ACK_SUFFIX = "_ACK"
+
+# task code -> (service, method). The service is "rrdb" (replica servers) or "meta".
+TASK_CODES: dict[str, tuple[str, str]] = {
+    "RPC_RRDB_RRDB_PUT": ("rrdb", "put"),
+    "RPC_RRDB_RRDB_MULTI_PUT": ("rrdb", "multi_put"),
+    "RPC_RRDB_RRDB_REMOVE": ("rrdb", "remove"),
+    "RPC_RRDB_RRDB_MULTI_REMOVE": ("rrdb", "multi_remove"),
+    "RPC_RRDB_RRDB_INCR": ("rrdb", "incr"),
+    "RPC_RRDB_RRDB_CHECK_AND_SET": ("rrdb", "check_and_set"),
+    "RPC_RRDB_RRDB_CHECK_AND_MUTATE": ("rrdb", "check_and_mutate"),
+    "RPC_RRDB_RRDB_GET": ("rrdb", "get"),
+    "RPC_RRDB_RRDB_MULTI_GET": ("rrdb", "multi_get"),
+    "RPC_RRDB_RRDB_BATCH_GET": ("rrdb", "batch_get"),
+    "RPC_RRDB_RRDB_SORTKEY_COUNT": ("rrdb", "sortkey_count"),
+    "RPC_RRDB_RRDB_TTL": ("rrdb", "ttl"),
+    "RPC_RRDB_RRDB_GET_SCANNER": ("rrdb", "get_scanner"),
+    "RPC_RRDB_RRDB_SCAN": ("rrdb", "scan"),
+    "RPC_RRDB_RRDB_CLEAR_SCANNER": ("rrdb", "clear_scanner"),
+    "RPC_RRDB_RRDB_DUPLICATE": ("rrdb", "duplicate"),
+    "RPC_CM_QUERY_PARTITION_CONFIG_BY_INDEX": ("meta", "query_cfg"),
+    "RPC_CM_CREATE_APP": ("meta", "create_app"),
+    "RPC_CM_DROP_APP": ("meta", "drop_app"),
+    "RPC_CM_LIST_APPS": ("meta", "list_apps"),
+    "RPC_CM_LIST_NODES": ("meta", "list_nodes"),
+    "RPC_CM_CLUSTER_INFO": ("meta", "query_cluster_info"),
+    "RPC_CM_ADD_DUPLICATION": ("meta", "add_duplication"),
+    "RPC_CM_MODIFY_DUPLICATION": ("meta", "modify_duplication"),
+    "RPC_CM_QUERY_DUPLICATION": ("meta", "query_duplication"),
+    "RPC_CM_LIST_DUPLICATION": ("meta", "list_duplication"),
+    "RPC_CM_DUPLICATION_SYNC": ("meta", "duplication_sync"),
+}
+
+_SERVICES: dict[str, Any] = {"rrdb": rrdb.rrdb, "meta": meta.meta}
+SHAPES = wire.load_shapes(
+    [IDL_DIR / "rrdb.thrift", IDL_DIR / "duplication.thrift", IDL_DIR / "meta.thrift"]
+)
+
+
+@dataclass(frozen=True)
+class RpcMethod:
+    """One RPC: its task code, its thriftpy2 service method and its wire shapes."""
+
+    code: str
+    service_name: str
+    method: str
+    oneway: bool
+    args_cls: Any
+    result_cls: Any  # None for oneway
+    arg_name: str  # attribute of field 1 in args_cls
+    arg_ttype: int  # standard Thrift type of field 1
+    shape: wire.MethodShape
+
+    @property
+    def reply_name(self) -> str:
+        return self.code + ACK_SUFFIX
+
+    # -- server side ---------------------------------------------------------------------
+
+    def split_args(self, body: bytes, start: int) -> tuple[bytes, bytes | None]:
+        """(args struct in standard Thrift, field 1's bytes or None); raises WireError."""
+        return wire.split_args(body, start, self.shape.args)
+
+    def decode_args(self, args_struct: bytes) -> Any:
+        """The argument (field 1) from a standard args struct; raises ValueError."""
+        return getattr(deserialize(self.args_cls, args_struct), self.arg_name)
+
+    def encode_result(self, value: Any) -> bytes:
+        """The result struct carrying `value`, in rDSN's dialect."""
+        if self.result_cls is None:
+            raise ValueError(f"{self.code} is oneway and has no result")
+        std = serialize(self.result_cls(success=value))
+        return wire.convert_struct(std, self.shape.result, to_rdsn=True)
+
+    # -- client side ---------------------------------------------------------------------
+
+    def encode_arg(self, arg: Any) -> bytes:
+        """The args struct carrying `arg`, in rDSN's dialect."""
+        std = serialize(self.args_cls(**{self.arg_name: arg}))
+        return wire.convert_struct(std, self.shape.args, to_rdsn=True)
+
+    def encode_arg_raw(self, arg_raw: bytes) -> bytes:
+        """The args struct around the standard encoding of its argument, in rDSN's dialect."""
+        std = bytes([self.arg_ttype, 0, 1]) + arg_raw + b"\x00"
+        return wire.convert_struct(std, self.shape.args, to_rdsn=True)
+
+    def arg_raw_to(self, arg_raw: bytes, *, to_rdsn: bool) -> bytes:
+        """Convert an argument's bytes (e.g. a shipped raw_message) to the other dialect.
+
+        A raw_message from a Pegasus cluster is in rDSN's dialect; dupkv logs and ships
+        standard Thrift. Raises WireError on malformed bytes.
+        """
+        node = self.shape.args.get(1)
+        if node is None or node[0] != "s":
+            return arg_raw  # a bare blob or integer: no type bytes inside
+        return wire.convert_struct(arg_raw, node[1], to_rdsn=to_rdsn)
+
+    def decode_result(self, result_struct: bytes) -> Any:
+        """The result value (field 0) from a result struct in either dialect; None if absent.
+
+        Raises ValueError (WireError included) on malformed bytes.
+        """
+        if self.result_cls is None:
+            raise ValueError(f"{self.code} is oneway and has no result")
+        std = wire.convert_struct(result_struct, self.shape.result, to_rdsn=False)
+        return deserialize(self.result_cls, std).success
+
+
+def _build(code: str, service_name: str, method: str) -> RpcMethod:
+    service = _SERVICES[service_name]
+    args_cls = getattr(service, f"{method}_args")
+    shape = SHAPES.methods[(service_name, method)]
+    result_cls = None if shape.oneway else getattr(service, f"{method}_result")
+    spec = args_cls.thrift_spec[1]
+    ttype = spec[0]
+    return RpcMethod(
+        code=code,
+        service_name=service_name,
+        method=method,
+        oneway=shape.oneway,
+        args_cls=args_cls,
+        result_cls=result_cls,
+        arg_name=spec[1],
+        arg_ttype=11 if ttype == 18 else ttype,  # thriftpy2's BINARY is STRING on the wire
+        shape=shape,
+    )
+
+
+METHODS: dict[str, RpcMethod] = {
+    code: _build(code, service, method) for code, (service, method) in TASK_CODES.items()
+}
+
+
+def lookup(code: str) -> RpcMethod | None:
+    return METHODS.get(code)

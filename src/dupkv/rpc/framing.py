@@ -1,0 +1,367 @@
+"""The THFT framing of Pegasus RPCs, both directions, without IO (pure).
+
+Request (client -> server), everything big-endian:
+
+    "THFT" | header_version u32 = 0 | header_length u32 = 48 | header_crc32 u32
+    | body_length u32 | body_crc32 u32 | app_id i32 | partition_index i32
+    | client_timeout u32 (ms) | thread_hash i32 | partition_hash u64       (48 bytes)
+    then the body: Thrift writeMessageBegin(task code, CALL, seqid) + args struct.
+
+Response (server -> client):
+
+    total_length u32 (counting itself) | error code (Thrift string, e.g. "ERR_OK")
+    | writeMessageBegin(task code + "_ACK", REPLY, seqid) | result struct if ERR_OK
+
+What we verified in Pegasus's sources:
+- For a non-OK error code the frame ends right after the message begin: rDSN replies
+  with an empty body (create_response() zeroes body_length; thrift_message_parser writes
+  length, error name and message begin, then the body). The Go client and pypegasus read
+  the error code and the message begin, then stop when the code is not ERR_OK.
+- An unknown task code is answered as "<name>_ACK" too (create_response appends "_ACK").
+- Pegasus's THFT parser reads header_crc32 and body_crc32 and never checks them; the Go
+  client and pypegasus always send 0. rDSN's CRC is CRC-32C. We define header_crc32 as
+  CRC-32C of the 48 header bytes with the CRC field zeroed: 0 is accepted, any other value
+  must match or the connection is broken. body_crc32 is not checked (no client sets it,
+  and a pure-Python CRC over a 16 MiB body would stall the event loop).
+- Only header version 0 is accepted (version 1 has no known client).
+- Message begins may be strict (version word) or old-style; we write strict.
+
+The request decoder also converts the args struct from rDSN's dialect to standard Thrift
+(dupkv.rpc.wire) and slices out `args_raw`, the bytes of the argument (field 1). A frame
+whose header is bad, which is too big, or whose message begin cannot be read yields a
+`FrameError`, after which the decoder is dead and the connection must be closed (without
+a seqid there is nobody to answer). A frame that is fine but whose args are malformed
+yields a `Request` with `bad_args` set, to be answered with an error.
+"""
+
+import struct
+from dataclasses import dataclass
+
+from dupkv.base.errors import ErrorCode
+from dupkv.rpc import codes
+from dupkv.rpc.crc32c import crc32c
+from dupkv.rpc.wire import WireError
+
+MAGIC = b"THFT"
+HEADER_LEN = 48
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_NAME_BYTES = 256
+
+MSG_CALL, MSG_REPLY, MSG_EXCEPTION, MSG_ONEWAY = 1, 2, 3, 4
+_VERSION_1 = 0x80010000
+_VERSION_MASK = 0xFFFF0000
+
+_HEADER = struct.Struct(">4sIIIIIiiIiQ")
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_CRC_FIELD = slice(12, 16)
+
+HTTP_METHOD_PREFIXES = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI")
+SNIFF_THFT, SNIFF_HTTP, SNIFF_UNKNOWN, SNIFF_MORE = "thft", "http", "unknown", "more"
+
+
+def sniff(first: bytes) -> str:
+    """Tell a THFT connection from an HTTP one by its first 4 bytes."""
+    candidates = (MAGIC, *HTTP_METHOD_PREFIXES)
+    if len(first) < 4:
+        return SNIFF_MORE if any(c.startswith(first) for c in candidates) else SNIFF_UNKNOWN
+    head = first[:4]
+    if head == MAGIC:
+        return SNIFF_THFT
+    if head in HTTP_METHOD_PREFIXES:
+        return SNIFF_HTTP
+    return SNIFF_UNKNOWN
+
+
+@dataclass(frozen=True)
+class RequestHeader:
+    app_id: int = 0
+    partition_index: int = 0
+    client_timeout_ms: int = 0
+    thread_hash: int = 0
+    partition_hash: int = 0
+    header_crc32: int = 0
+    body_crc32: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """One decoded request frame.
+
+    `body` is as received; `args` (the args struct) and `args_raw` (its field 1) are in
+    standard Thrift and set when the task code is known and the args are well formed.
+    """
+
+    name: str
+    seqid: int
+    msg_type: int
+    header: RequestHeader
+    body: bytes
+    method: codes.RpcMethod | None
+    args: bytes | None = None
+    args_raw: bytes | None = None
+    bad_args: str | None = None
+
+
+@dataclass(frozen=True)
+class Response:
+    """One decoded response frame; `result` is the result struct (empty unless ERR_OK)."""
+
+    name: str
+    seqid: int
+    error_code: str
+    msg_type: int
+    result: bytes
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """The stream is broken: close the connection. `reason` is for the log."""
+
+    reason: str
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _read_string(buf: bytes, pos: int, limit: int, what: str) -> tuple[str, int]:
+    if pos + 4 > len(buf):
+        raise ValueError(f"{what}: truncated length")
+    n = _I32.unpack_from(buf, pos)[0]
+    if n < 0 or n > limit or pos + 4 + n > len(buf):
+        raise ValueError(f"{what}: bad length {n}")
+    try:
+        return buf[pos + 4 : pos + 4 + n].decode("utf-8"), pos + 4 + n
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what}: not UTF-8") from e
+
+
+def read_message_begin(buf: bytes, pos: int = 0) -> tuple[str, int, int, int]:
+    """Parse a Thrift message begin (strict or old-style): (name, type, seqid, end)."""
+    if pos + 4 > len(buf):
+        raise ValueError("message begin: truncated")
+    word = _U32.unpack_from(buf, pos)[0]
+    if word & 0x80000000:
+        if word & _VERSION_MASK != _VERSION_1:
+            raise ValueError(f"message begin: bad version word {word:#x}")
+        msg_type = word & 0xFF
+        name, pos = _read_string(buf, pos + 4, MAX_NAME_BYTES, "message name")
+    else:
+        name, pos = _read_string(buf, pos, MAX_NAME_BYTES, "message name")
+        if pos >= len(buf):
+            raise ValueError("message begin: truncated type")
+        msg_type = buf[pos]
+        pos += 1
+    if pos + 4 > len(buf):
+        raise ValueError("message begin: truncated seqid")
+    return name, msg_type, _I32.unpack_from(buf, pos)[0], pos + 4
+
+
+def write_message_begin(name: str, msg_type: int, seqid: int) -> bytes:
+    raw = name.encode("utf-8")
+    return _U32.pack(_VERSION_1 | msg_type) + _I32.pack(len(raw)) + raw + _I32.pack(seqid)
+
+
+def header_crc(header: bytes) -> int:
+    """CRC-32C of a 48-byte header with its header_crc32 field taken as zero."""
+    return crc32c(header[:12] + b"\x00\x00\x00\x00" + header[16:HEADER_LEN])
+
+
+class RequestDecoder:
+    """Server side: bytes in, `Request` / `FrameError` events out (pull or batch)."""
+
+    def __init__(
+        self,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        methods: dict[str, codes.RpcMethod] = codes.METHODS,
+    ) -> None:
+        if max_frame_bytes < HEADER_LEN:
+            raise ValueError(f"max_frame_bytes must be at least {HEADER_LEN}")
+        self._max = max_frame_bytes
+        self._methods = methods
+        self._buf = bytearray()
+        self._header: RequestHeader | None = None
+        self._body_len = 0
+        self._dead = False
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf)
+
+    def receive_data(self, data: bytes) -> None:
+        if not self._dead:
+            self._buf += data
+
+    def feed(self, data: bytes) -> list[Request | FrameError]:
+        self.receive_data(data)
+        events = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def next_event(self) -> Request | FrameError | None:
+        if self._dead:
+            return None
+        try:
+            return self._next()
+        except _Incomplete:
+            return None
+
+    def _fail(self, reason: str) -> FrameError:
+        self._dead = True
+        self._buf.clear()
+        return FrameError(reason)
+
+    def _next(self) -> Request | FrameError:
+        buf = self._buf
+        if self._header is None:
+            n = min(4, len(buf))
+            if buf[:n] != MAGIC[:n]:
+                return self._fail(f"not a THFT frame: {bytes(buf[:4])!r}")
+            if len(buf) < HEADER_LEN:
+                raise _Incomplete
+            raw = bytes(buf[:HEADER_LEN])
+            magic, version, hlen, hcrc, blen, bcrc, app, pidx, tmo, thash, phash = _HEADER.unpack(
+                raw
+            )
+            if magic != MAGIC:
+                return self._fail(f"not a THFT frame: {magic!r}")
+            if version != 0:
+                return self._fail(f"unsupported THFT header version {version}")
+            if hlen != HEADER_LEN:
+                return self._fail(f"THFT header length {hlen}, expected {HEADER_LEN}")
+            if hcrc != 0 and hcrc != header_crc(raw):
+                return self._fail(f"THFT header CRC mismatch ({hcrc:#010x})")
+            if blen > self._max - HEADER_LEN:
+                return self._fail(f"frame of {HEADER_LEN + blen} bytes exceeds {self._max}")
+            self._header = RequestHeader(app, pidx, tmo, thash, phash, hcrc, bcrc)
+            self._body_len = blen
+            del buf[:HEADER_LEN]
+        if len(buf) < self._body_len:
+            raise _Incomplete
+        header = self._header
+        body = bytes(buf[: self._body_len])
+        del buf[: self._body_len]
+        self._header = None
+        try:
+            name, msg_type, seqid, args_start = read_message_begin(body)
+        except ValueError as e:
+            return self._fail(f"unreadable request: {e}")
+        if msg_type not in (MSG_CALL, MSG_ONEWAY):
+            return self._fail(f"message type {msg_type} is not a request")
+        method = self._methods.get(name)
+        if method is None:
+            return Request(name, seqid, msg_type, header, body, None)
+        try:
+            args, args_raw = method.split_args(body, args_start)
+        except WireError as e:
+            return Request(name, seqid, msg_type, header, body, method, bad_args=str(e))
+        if args_raw is None:
+            return Request(
+                name, seqid, msg_type, header, body, method, bad_args="argument (field 1) missing"
+            )
+        return Request(name, seqid, msg_type, header, body, method, args, args_raw)
+
+
+def encode_response(name: str, seqid: int, error_code: str, result: bytes | None) -> bytes:
+    """A response frame; `name` is the request's task code ("_ACK" is appended here).
+
+    `result` (the result struct) is sent only with ERR_OK, where it is required.
+    """
+    parts = [_I32.pack(len(error_code)), error_code.encode("ascii")]
+    parts.append(write_message_begin(name + codes.ACK_SUFFIX, MSG_REPLY, seqid))
+    if error_code == ErrorCode.OK:
+        if result is None:
+            raise ValueError("an ERR_OK response needs a result struct")
+        parts.append(result)
+    payload = b"".join(parts)
+    return _U32.pack(4 + len(payload)) + payload
+
+
+def thread_hash_of(app_id: int, partition_index: int) -> int:
+    """rDSN's client thread hash: app_id * 7919 + partition_index, as an i32."""
+    v = (app_id * 7919 + partition_index) & 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def encode_request(
+    name: str,
+    seqid: int,
+    args: bytes,
+    *,
+    app_id: int = 0,
+    partition_index: int = 0,
+    client_timeout_ms: int = 0,
+    partition_hash: int = 0,
+    thread_hash: int | None = None,
+    msg_type: int = MSG_CALL,
+    with_header_crc: bool = True,
+) -> bytes:
+    """A request frame around an args struct (already in the dialect to send)."""
+    body = write_message_begin(name, msg_type, seqid) + args
+    if thread_hash is None:
+        thread_hash = thread_hash_of(app_id, partition_index)
+    header = bytearray(
+        _HEADER.pack(
+            MAGIC,
+            0,
+            HEADER_LEN,
+            0,
+            len(body),
+            0,
+            app_id,
+            partition_index,
+            client_timeout_ms,
+            thread_hash,
+            partition_hash & 0xFFFFFFFFFFFFFFFF,
+        )
+    )
+    if with_header_crc:
+        header[_CRC_FIELD] = _U32.pack(header_crc(bytes(header)))
+    return bytes(header) + body
+
+
+class ResponseDecoder:
+    """Client side: bytes in, `Response` / `FrameError` events out."""
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max = max_frame_bytes
+        self._buf = bytearray()
+        self._dead = False
+
+    def receive_data(self, data: bytes) -> None:
+        if not self._dead:
+            self._buf += data
+
+    def feed(self, data: bytes) -> list[Response | FrameError]:
+        self.receive_data(data)
+        events = []
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def _fail(self, reason: str) -> FrameError:
+        self._dead = True
+        self._buf.clear()
+        return FrameError(reason)
+
+    def next_event(self) -> Response | FrameError | None:
+        buf = self._buf
+        if self._dead or len(buf) < 4:
+            return None
+        total = _U32.unpack_from(buf, 0)[0]
+        if total < 4 + 4 + 12:  # length, empty error string, shortest message begin
+            return self._fail(f"response length {total} is too short")
+        if total > self._max:
+            return self._fail(f"response of {total} bytes exceeds {self._max}")
+        if len(buf) < total:
+            return None
+        frame = bytes(buf[4:total])
+        del buf[:total]
+        try:
+            error_code, pos = _read_string(frame, 0, MAX_NAME_BYTES, "error code")
+            name, msg_type, seqid, pos = read_message_begin(frame, pos)
+        except ValueError as e:
+            return self._fail(f"unreadable response: {e}")
+        return Response(name, seqid, error_code, msg_type, frame[pos:])
