@@ -36,6 +36,7 @@ yields a `Request` with `bad_args` set, to be answered with an error.
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from dupkv.base.errors import ErrorCode
 from dupkv.rpc import codes
@@ -168,21 +169,12 @@ def header_crc(header: bytes) -> int:
     return crc32c(header[:12] + b"\x00\x00\x00\x00" + header[16:HEADER_LEN])
 
 
-class RequestDecoder:
-    """Server side: bytes in, `Request` / `FrameError` events out (pull or batch)."""
+class _Decoder:
+    """Shared buffering; a decoder that has reported a FrameError stays dead."""
 
-    def __init__(
-        self,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        methods: dict[str, codes.RpcMethod] = codes.METHODS,
-    ) -> None:
-        if max_frame_bytes < HEADER_LEN:
-            raise ValueError(f"max_frame_bytes must be at least {HEADER_LEN}")
+    def __init__(self, max_frame_bytes: int) -> None:
         self._max = max_frame_bytes
-        self._methods = methods
         self._buf = bytearray()
-        self._header: RequestHeader | None = None
-        self._body_len = 0
         self._dead = False
 
     @property
@@ -193,12 +185,37 @@ class RequestDecoder:
         if not self._dead:
             self._buf += data
 
-    def feed(self, data: bytes) -> list[Request | FrameError]:
+    def feed(self, data: bytes) -> list:
+        """Take bytes and return every event they complete."""
         self.receive_data(data)
         events = []
         while (event := self.next_event()) is not None:
             events.append(event)
         return events
+
+    def next_event(self) -> Any:
+        raise NotImplementedError
+
+    def _fail(self, reason: str) -> FrameError:
+        self._dead = True
+        self._buf.clear()
+        return FrameError(reason)
+
+
+class RequestDecoder(_Decoder):
+    """Server side: bytes in, `Request` / `FrameError` events out (pull or batch)."""
+
+    def __init__(
+        self,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        methods: dict[str, codes.RpcMethod] = codes.METHODS,
+    ) -> None:
+        if max_frame_bytes < HEADER_LEN:
+            raise ValueError(f"max_frame_bytes must be at least {HEADER_LEN}")
+        super().__init__(max_frame_bytes)
+        self._methods = methods
+        self._header: RequestHeader | None = None
+        self._body_len = 0
 
     def next_event(self) -> Request | FrameError | None:
         if self._dead:
@@ -207,11 +224,6 @@ class RequestDecoder:
             return self._next()
         except _Incomplete:
             return None
-
-    def _fail(self, reason: str) -> FrameError:
-        self._dead = True
-        self._buf.clear()
-        return FrameError(reason)
 
     def _next(self) -> Request | FrameError:
         buf = self._buf
@@ -322,29 +334,11 @@ def encode_request(
     return bytes(header) + body
 
 
-class ResponseDecoder:
+class ResponseDecoder(_Decoder):
     """Client side: bytes in, `Response` / `FrameError` events out."""
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        self._max = max_frame_bytes
-        self._buf = bytearray()
-        self._dead = False
-
-    def receive_data(self, data: bytes) -> None:
-        if not self._dead:
-            self._buf += data
-
-    def feed(self, data: bytes) -> list[Response | FrameError]:
-        self.receive_data(data)
-        events = []
-        while (event := self.next_event()) is not None:
-            events.append(event)
-        return events
-
-    def _fail(self, reason: str) -> FrameError:
-        self._dead = True
-        self._buf.clear()
-        return FrameError(reason)
+        super().__init__(max_frame_bytes)
 
     def next_event(self) -> Response | FrameError | None:
         buf = self._buf
