@@ -1,0 +1,330 @@
+"""RPC client connections and a small pool (asyncio shell around dupkv.rpc.framing).
+
+`call()` never raises for an operating error: it returns `(error_code, result)`, where
+result is the decoded result value with ERR_OK and None otherwise.
+- ERR_TIMEOUT: no reply within `timeout_ms` (also sent as the header's client_timeout);
+  a reply that comes later is dropped.
+- ERR_SESSION_RESET: the connection was lost or closed with the call pending, or the call
+  was made on a closed connection.
+- ERR_NETWORK_FAILURE: the pool could not connect.
+- ERR_INVALID_DATA: a reply that arrived but could not be decoded.
+
+Many calls share one connection, matched by seqid. At most `max_pending` are in flight
+per connection; a call beyond that waits for a slot, and that wait counts against its own
+timeout (so callers slow down under load instead of failing, and nothing waits forever).
+Requests go out in rDSN's dialect with a header CRC, as a Pegasus server expects.
+"""
+
+import asyncio
+import itertools
+import logging
+import socket
+from collections import OrderedDict
+from typing import Any
+
+from dupkv.base.errors import BadInput, DupkvError, ErrorCode
+from dupkv.rpc import codes, framing
+from dupkv.rpc.framing import FrameError, Response
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_MS = 5000
+DEFAULT_CONNECT_TIMEOUT_MS = 3000
+DEFAULT_MAX_PENDING = 1024
+DEFAULT_MAX_CONNECTIONS = 256
+
+Outcome = tuple[str, Any]
+
+
+def _method(name: str) -> codes.RpcMethod:
+    method = codes.lookup(name)
+    if method is None:
+        raise BadInput(f"unknown task code {name!r}; known: see dupkv.rpc.codes.TASK_CODES")
+    return method
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, conn: "RpcClientConnection") -> None:
+        self.conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn._received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn._lost(exc)
+
+
+class RpcClientConnection:
+    """One TCP connection to a server; create it with `connect()`."""
+
+    def __init__(self, address: str, *, max_pending: int, max_frame_bytes: int) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+        self.address = address
+        self.max_pending = max_pending
+        self._decoder = framing.ResponseDecoder(max_frame_bytes)
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, tuple[codes.RpcMethod, asyncio.Future[Outcome]]] = {}
+        self._slots = asyncio.Semaphore(max_pending)
+        self._seqids = itertools.count(1)
+        self._closed = asyncio.Event()
+        self.late_replies = 0  # replies for calls that had already timed out
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    async def call(
+        self,
+        name: str,
+        arg: Any,
+        *,
+        app_id: int = 0,
+        partition_index: int = 0,
+        partition_hash: int = 0,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> Outcome:
+        method = _method(name)
+        return await self._call(
+            method, method.encode_arg(arg), app_id, partition_index, partition_hash, timeout_ms
+        )
+
+    async def call_raw(
+        self,
+        name: str,
+        arg_raw: bytes,
+        *,
+        app_id: int = 0,
+        partition_index: int = 0,
+        partition_hash: int = 0,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> Outcome:
+        """Like call(), with the argument already in standard Thrift (e.g. a logged write)."""
+        method = _method(name)
+        return await self._call(
+            method,
+            method.encode_arg_raw(arg_raw),
+            app_id,
+            partition_index,
+            partition_hash,
+            timeout_ms,
+        )
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self._lost(None)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: codes.RpcMethod,
+        args: bytes,
+        app_id: int,
+        partition_index: int,
+        partition_hash: int,
+        timeout_ms: int,
+    ) -> Outcome:
+        if self.is_closed or self._transport is None:
+            return ErrorCode.SESSION_RESET, None
+        seqid = None
+        try:
+            async with asyncio.timeout(timeout_ms / 1000), self._slots:
+                if self.is_closed:
+                    return ErrorCode.SESSION_RESET, None
+                seqid = self._next_seqid()
+                frame = framing.encode_request(
+                    method.code,
+                    seqid,
+                    args,
+                    app_id=app_id,
+                    partition_index=partition_index,
+                    client_timeout_ms=timeout_ms,
+                    partition_hash=partition_hash,
+                )
+                if method.oneway:
+                    self._transport.write(frame)
+                    return ErrorCode.OK, None
+                future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+                self._pending[seqid] = (method, future)
+                self._transport.write(frame)
+                return await future
+        except TimeoutError:
+            return ErrorCode.TIMEOUT, None
+        finally:
+            if seqid is not None:
+                self._pending.pop(seqid, None)
+
+    def _next_seqid(self) -> int:
+        while True:
+            seqid = next(self._seqids)
+            if seqid > 0x7FFFFFFF:
+                self._seqids = itertools.count(1)
+                continue
+            if seqid not in self._pending:
+                return seqid
+
+    def _received(self, data: bytes) -> None:
+        for event in self._decoder.feed(data):
+            if isinstance(event, FrameError):
+                log.warning("closing connection to %s: %s", self.address, event.reason)
+                self.close()
+                return
+            self._complete(event)
+
+    def _complete(self, resp: Response) -> None:
+        entry = self._pending.pop(resp.seqid, None)
+        if entry is None:
+            self.late_replies += 1
+            return
+        method, future = entry
+        if future.done():
+            return
+        if resp.error_code != ErrorCode.OK:
+            future.set_result((resp.error_code, None))
+        elif resp.msg_type != framing.MSG_REPLY or resp.name != method.reply_name:
+            log.warning(
+                "%s answered %s with %s/%d", self.address, method.code, resp.name, resp.msg_type
+            )
+            future.set_result((ErrorCode.INVALID_DATA, None))
+        else:
+            try:
+                future.set_result((ErrorCode.OK, method.decode_result(resp.result)))
+            except ValueError as e:
+                log.warning("undecodable %s from %s: %s", resp.name, self.address, e)
+                future.set_result((ErrorCode.INVALID_DATA, None))
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        pending, self._pending = self._pending, {}
+        for _, future in pending.values():
+            if not future.done():
+                future.set_result((ErrorCode.SESSION_RESET, None))
+        if exc is not None:
+            log.info("connection to %s lost: %s", self.address, exc)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise BadInput(f"address {address!r} is not of the form host:port")
+    return host, int(port)
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
+    max_pending: int = DEFAULT_MAX_PENDING,
+    max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
+) -> RpcClientConnection:
+    """Open a connection; raises DupkvError(ERR_NETWORK_FAILURE) if that fails."""
+    conn = RpcClientConnection(
+        f"{host}:{port}", max_pending=max_pending, max_frame_bytes=max_frame_bytes
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(connect_timeout_ms / 1000):
+            transport, _ = await loop.create_connection(lambda: _ClientProtocol(conn), host, port)
+    except (OSError, TimeoutError) as e:
+        raise DupkvError(ErrorCode.NETWORK_FAILURE, f"connect to {host}:{port}: {e}") from e
+    assert isinstance(transport, asyncio.Transport)
+    conn._transport = transport
+    return conn
+
+
+class ConnectionPool:
+    """Connections keyed by "host:port", opened on first use and reopened once closed.
+
+    At most `max_connections` are kept; opening one more closes the least recently used
+    connection that has no call pending, and fails with ERR_BUSY if every one is busy.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
+        max_pending_per_conn: int = DEFAULT_MAX_PENDING,
+        max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        self.max_connections = max_connections
+        self._connect_kw = dict(
+            connect_timeout_ms=connect_timeout_ms,
+            max_pending=max_pending_per_conn,
+            max_frame_bytes=max_frame_bytes,
+        )
+        self._conns: OrderedDict[str, RpcClientConnection] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, address: str) -> RpcClientConnection:
+        """The open connection to `address`; raises DupkvError on failure."""
+        conn = self._conns.get(address)
+        if conn is not None and not conn.is_closed:
+            self._conns.move_to_end(address)
+            return conn
+        lock = self._locks.setdefault(address, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(address)
+            if conn is not None and not conn.is_closed:
+                return conn
+            self._conns.pop(address, None)
+            self._make_room()
+            host, port = parse_address(address)
+            conn = await connect(host, port, **self._connect_kw)
+            self._conns[address] = conn
+            return conn
+
+    def _make_room(self) -> None:
+        for address, conn in list(self._conns.items()):
+            if conn.is_closed:
+                del self._conns[address]
+        if len(self._conns) < self.max_connections:
+            return
+        for address, conn in self._conns.items():  # least recently used first
+            if conn.pending_count == 0:
+                del self._conns[address]
+                self._locks.pop(address, None)
+                conn.close()
+                return
+        raise DupkvError(ErrorCode.BUSY, f"all {self.max_connections} connections are busy")
+
+    async def call(self, address: str, name: str, arg: Any, **kw: Any) -> Outcome:
+        try:
+            conn = await self.get(address)
+        except DupkvError as e:
+            return e.code, None
+        return await conn.call(name, arg, **kw)
+
+    async def call_raw(self, address: str, name: str, arg_raw: bytes, **kw: Any) -> Outcome:
+        try:
+            conn = await self.get(address)
+        except DupkvError as e:
+            return e.code, None
+        return await conn.call_raw(name, arg_raw, **kw)
+
+    async def close(self) -> None:
+        conns = list(self._conns.values())
+        self._conns.clear()
+        self._locks.clear()
+        for conn in conns:
+            conn.close()
+        for conn in conns:
+            await conn.wait_closed()

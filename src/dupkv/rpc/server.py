@@ -1,0 +1,375 @@
+"""The RPC server: THFT and HTTP on one TCP port (asyncio shell around the pure codecs).
+
+Each connection is an asyncio.Protocol that sniffs its first bytes: "THFT" starts the RPC
+codec (dupkv.rpc.framing), an HTTP method the HTTP codec (dupkv.rpc.httpcodec); anything
+else is closed.
+
+RPC: a request whose task code has a handler in the dispatcher runs as its own task, so
+requests on one connection run concurrently and replies may leave out of order (clients
+match them by seqid). What goes back:
+- no handler for the code (unknown code, or one this server does not serve):
+  ERR_HANDLER_NOT_FOUND, and the connection stays up;
+- args that are malformed or cannot be decoded: ERR_INVALID_DATA;
+- the handler's RpcReply; a DupkvError it raises becomes its code, a BadInput becomes
+  ERR_INVALID_PARAMETERS;
+- any other exception is a bug in the handler: it is logged with its traceback, counted
+  in `handler_errors`, and answered with ERR_UNKNOWN. We answer rather than crash or stay
+  silent so one bad request neither takes down every partition on the server nor leaves
+  the client waiting for its timeout; the log and the counter keep the bug loud.
+- oneway RPCs (clear_scanner, or a ONEWAY message) never get a reply.
+A broken stream (bad header or header CRC, oversized frame, unreadable message begin) is
+logged and the connection closed without an answer.
+
+Back-pressure: a connection stops reading once `max_inflight_per_conn` of its requests are
+running, or while its transport's write buffer is over the high-water mark, and reads
+again when both are below. Every handler task is owned by the server: `stop()` closes the
+listener and every connection, waits up to `stop_timeout_s` for running handlers, then
+cancels the rest and waits for them.
+
+HTTP: one request at a time per connection (reading pauses meanwhile), keep-alive honoured;
+a malformed request gets its 4xx and the connection is closed; a failing http_handler is
+logged and answered with 500.
+"""
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dupkv.base.errors import BadInput, DupkvError, ErrorCode
+from dupkv.rpc import codes, framing, httpcodec
+from dupkv.rpc.framing import FrameError, Request, RequestHeader
+from dupkv.rpc.httpcodec import HttpError, HttpRequest, HttpResponse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_INFLIGHT_PER_CONN = 64
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class RpcRequest:
+    """What a handler gets: the decoded argument, its raw bytes, and where it came from."""
+
+    name: str  # task code, e.g. "RPC_RRDB_RRDB_PUT"
+    seqid: int
+    header: RequestHeader  # app_id, partition_index, partition_hash, client_timeout_ms, ...
+    arg: Any  # the RPC's single argument, decoded by thriftpy2
+    args_raw: bytes  # its standard Thrift encoding, sliced from the request
+    peer: str  # the client's "ip:port"
+    local: str  # this server's "host:port"
+
+
+@dataclass(frozen=True)
+class RpcReply:
+    error_code: str  # an ErrorCode name; the result is sent only with ERR_OK
+    result: Any = None
+
+
+Handler = Callable[[RpcRequest], Awaitable[RpcReply]]
+HttpHandler = Callable[[str, str, dict[str, str], bytes], Awaitable[HttpResponse]]
+
+
+def _host_port(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)
+
+
+class RpcServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        dispatcher: Mapping[str, Handler],
+        http_handler: HttpHandler | None = None,
+        *,
+        max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
+        max_inflight_per_conn: int = DEFAULT_MAX_INFLIGHT_PER_CONN,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_http_body_bytes: int = httpcodec.DEFAULT_MAX_BODY_BYTES,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+    ) -> None:
+        unknown = sorted(set(dispatcher) - set(codes.METHODS))
+        if unknown:
+            raise ValueError(f"no task code registered in rpc.codes for {unknown}")
+        if max_inflight_per_conn < 1 or max_connections < 1:
+            raise ValueError("max_inflight_per_conn and max_connections must be at least 1")
+        self.host = host
+        self.port = port
+        self._dispatcher = dict(dispatcher)
+        self._http_handler = http_handler
+        self.max_frame_bytes = max_frame_bytes
+        self.max_inflight_per_conn = max_inflight_per_conn
+        self.max_connections = max_connections
+        self.max_http_body_bytes = max_http_body_bytes
+        self.stop_timeout_s = stop_timeout_s
+        self._server: asyncio.base_events.Server | None = None
+        self._conns: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.handler_errors = 0  # handler bugs answered with ERR_UNKNOWN
+
+    @property
+    def address(self) -> str:
+        """This server's "host:port" (the bound port once started)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.host, self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("rpc server listening on %s", self.address)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            conn.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("rpc server %s cancelled %d handlers", self.address, len(pending))
+                await asyncio.wait(pending)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    # -- used by connections -------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _handler(self, name: str) -> Handler | None:
+        return self._dispatcher.get(name)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: RpcServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.mode: str | None = None
+        self.first = b""
+        self.rpc: framing.RequestDecoder | None = None
+        self.http: httpcodec.HttpRequestParser | None = None
+        self.http_busy = False
+        self.inflight = 0
+        self.read_paused = False
+        self.write_paused = False
+        self.closed = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _host_port(transport.get_extra_info("peername"))
+        if self.server._stopping or self.server.connection_count >= self.server.max_connections:
+            log.warning("refusing connection from %s: server full or stopping", self.peer)
+            self.closed = True
+            transport.abort()
+            return
+        self.server._conns.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server._conns.discard(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._update_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.mode is None:
+            self.first += data
+            kind = framing.sniff(self.first)
+            if kind == framing.SNIFF_MORE:
+                return
+            data, self.first = self.first, b""
+            if kind == framing.SNIFF_THFT:
+                self.mode = kind
+                self.rpc = framing.RequestDecoder(self.server.max_frame_bytes)
+            elif kind == framing.SNIFF_HTTP:
+                self.mode = kind
+                self.http = httpcodec.HttpRequestParser(
+                    max_body_bytes=self.server.max_http_body_bytes
+                )
+            else:
+                log.info("closing %s: neither THFT nor HTTP (%r)", self.peer, data[:8])
+                self.close()
+                return
+        if self.rpc is not None:
+            self.rpc.receive_data(data)
+            self._pump_rpc()
+        elif self.http is not None:
+            self.http.receive_data(data)
+            self._pump_http()
+
+    # -- shared --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def _update_reading(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        busy = self.write_paused or self.http_busy
+        busy = busy or self.inflight >= self.server.max_inflight_per_conn
+        if busy and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+        elif not busy and self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def _write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    # -- RPC -----------------------------------------------------------------------------
+
+    def _pump_rpc(self) -> None:
+        assert self.rpc is not None
+        while not self.closed and self.inflight < self.server.max_inflight_per_conn:
+            event = self.rpc.next_event()
+            if event is None:
+                break
+            if isinstance(event, FrameError):
+                log.warning("closing RPC connection from %s: %s", self.peer, event.reason)
+                self.close()
+                return
+            self._dispatch(event)
+        self._update_reading()
+
+    def _answer(self, req: Request, error_code: str, result: bytes | None = None) -> None:
+        oneway = req.msg_type == framing.MSG_ONEWAY or (req.method and req.method.oneway)
+        if not oneway:
+            self._write(framing.encode_response(req.name, req.seqid, error_code, result))
+
+    def _dispatch(self, req: Request) -> None:
+        handler = self.server._handler(req.name)
+        if handler is None or req.method is None:
+            log.info("no handler for %s from %s", req.name, self.peer)
+            self._answer(req, ErrorCode.HANDLER_NOT_FOUND)
+            return
+        if req.bad_args is not None or req.args is None or req.args_raw is None:
+            log.info("malformed %s from %s: %s", req.name, self.peer, req.bad_args)
+            self._answer(req, ErrorCode.INVALID_DATA)
+            return
+        try:
+            arg = req.method.decode_args(req.args)
+        except ValueError as e:
+            log.info("undecodable %s from %s: %s", req.name, self.peer, e)
+            self._answer(req, ErrorCode.INVALID_DATA)
+            return
+        rpc_req = RpcRequest(
+            req.name, req.seqid, req.header, arg, req.args_raw, self.peer, self.server.address
+        )
+        self.inflight += 1
+        self.server._spawn(self._run(handler, rpc_req, req))
+
+    async def _run(self, handler: Handler, rpc_req: RpcRequest, req: Request) -> None:
+        try:
+            reply = await self._call(handler, rpc_req)
+        finally:
+            self.inflight -= 1
+            if not self.closed:
+                self._pump_rpc()
+        assert req.method is not None
+        result = None
+        if reply.error_code == ErrorCode.OK and not req.method.oneway:
+            try:
+                if reply.result is None:
+                    raise ValueError("ERR_OK without a result")
+                result = req.method.encode_result(reply.result)
+            except Exception:
+                self.server.handler_errors += 1
+                log.exception("handler for %s returned an unencodable result", req.name)
+                reply = RpcReply(ErrorCode.UNKNOWN)
+        self._answer(req, reply.error_code, result)
+
+    async def _call(self, handler: Handler, req: RpcRequest) -> RpcReply:
+        try:
+            reply = await handler(req)
+        except DupkvError as e:
+            return RpcReply(e.code)
+        except BadInput as e:
+            log.info("%s from %s: bad input: %s", req.name, req.peer, e)
+            return RpcReply(ErrorCode.INVALID_PARAMETERS)
+        except Exception:
+            self.server.handler_errors += 1
+            log.exception("handler for %s (seqid %d from %s) failed", req.name, req.seqid, req.peer)
+            return RpcReply(ErrorCode.UNKNOWN)
+        if not isinstance(reply, RpcReply):
+            self.server.handler_errors += 1
+            log.error("handler for %s returned %r, not an RpcReply", req.name, reply)
+            return RpcReply(ErrorCode.UNKNOWN)
+        return reply
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def _pump_http(self) -> None:
+        assert self.http is not None
+        if self.http_busy or self.closed:
+            return
+        event = self.http.next_event()
+        if event is None:
+            return
+        if isinstance(event, HttpError):
+            log.info("bad HTTP request from %s: %s %s", self.peer, event.status, event.reason)
+            self._write(
+                httpcodec.encode_response(httpcodec.error_response(event), keep_alive=False)
+            )
+            self.close()
+            return
+        self.http_busy = True
+        self._update_reading()
+        self.server._spawn(self._serve_http(event))
+
+    async def _serve_http(self, req: HttpRequest) -> None:
+        handler = self.server._http_handler
+        try:
+            if handler is None:
+                resp = HttpResponse(404, "text/plain; charset=utf-8", b"no HTTP endpoints\n")
+            else:
+                resp = await handler(req.method, req.path, req.query, req.body)
+        except Exception:
+            log.exception("HTTP handler failed on %s %s", req.method, req.path)
+            resp = HttpResponse(500, "text/plain; charset=utf-8", b"internal error\n")
+        self._write(
+            httpcodec.encode_response(
+                resp, keep_alive=req.keep_alive, head_only=req.method == "HEAD"
+            )
+        )
+        self.http_busy = False
+        if not req.keep_alive:
+            self.close()
+            return
+        self._update_reading()
+        self._pump_http()
