@@ -1,0 +1,178 @@
+"""Storage benchmark: puts and gets through one partition's write/read path, and plog
+append+fsync with group commit. Prints a table and writes bench/results/storage.json.
+
+    .venv/bin/python bench/storage.py [--seconds 3] [--dir /tmp/dupkv-bench]
+
+Goals (issue "storage core"): >= 50k puts/s with group commit, >= 100k gets/s.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dupkv.replica.partition import Partition, PartitionOptions, WriteOp  # noqa: E402
+from dupkv.replica.writer import GroupCommitWriter  # noqa: E402
+from dupkv.rpc.thrift import rrdb, serialize  # noqa: E402
+from dupkv.storage import schema  # noqa: E402
+from dupkv.storage.mutation import TaskCode  # noqa: E402
+
+VALUE = b"x" * 100
+
+
+def put_op(i: int) -> WriteOp:
+    req = rrdb.update_request(
+        key=schema.encode_key(b"hk%010d" % i, b"sk%06d" % (i % 1000)), value=VALUE,
+        expire_ts_seconds=0,
+    )
+    return WriteOp(TaskCode.PUT, req, serialize(req))
+
+
+def timed(seconds: float, step) -> tuple[int, float]:
+    """Run `step()` (which returns how many ops it did) until `seconds` pass."""
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        done += step()
+    return done, time.perf_counter() - start
+
+
+def bench_single_put(path: Path, seconds: float, fsync: bool) -> dict:
+    p = Partition(path, PartitionOptions(plog_force_flush=fsync))
+    counter = iter(range(10**9))
+    try:
+        n, dt = timed(seconds, lambda: len(p.write([put_op(next(counter))])))
+    finally:
+        p.close()
+    return {"name": f"put, one per group, fsync={'on' if fsync else 'off'}", "ops_per_s": n / dt}
+
+
+def bench_batched_put(path: Path, seconds: float, batch: int) -> dict:
+    p = Partition(path, PartitionOptions())
+    counter = iter(range(10**9))
+    try:
+        n, dt = timed(seconds, lambda: len(p.write([put_op(next(counter)) for _ in range(batch)])))
+    finally:
+        p.close()
+    return {"name": f"put, groups of {batch} (write() call), fsync=on", "ops_per_s": n / dt}
+
+
+async def _group_commit(path: Path, seconds: float, concurrency: int) -> dict:
+    p = Partition(path, PartitionOptions())
+    writer = GroupCommitWriter(p, max_group_ops=1000)
+    writer.start()
+    counter = iter(range(10**9))
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await writer.write(put_op(next(counter)))
+            done += 1
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(concurrency):
+            tg.create_task(client())
+    dt = time.perf_counter() - start
+    await writer.close()
+    p.close()
+    return {
+        "name": f"put, group commit, {concurrency} writers, fsync=on",
+        "ops_per_s": done / dt,
+        "mean_group": writer.ops / max(writer.groups, 1),
+    }
+
+
+def bench_get(path: Path, seconds: float, keys: int) -> dict:
+    p = Partition(path, PartitionOptions())
+    try:
+        for start in range(0, keys, 1000):
+            p.write([put_op(i) for i in range(start, min(start + 1000, keys))])
+        p.flush()
+        rng = random.Random(1)
+        encoded = [
+            schema.encode_key(b"hk%010d" % i, b"sk%06d" % (i % 1000))
+            for i in (rng.randrange(keys) for _ in range(200_000))
+        ]
+        it = iter(encoded * 50)
+
+        def step() -> int:
+            for _ in range(1000):
+                r = p.get(next(it))
+                assert r.error == 0
+            return 1000
+
+        n, dt = timed(seconds, step)
+    finally:
+        p.close()
+    return {"name": f"get, random over {keys} keys", "ops_per_s": n / dt}
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each measurement")
+    ap.add_argument("--dir", default=None, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--keys", type=int, default=200_000, help="keys loaded for the get test")
+    args = ap.parse_args()
+    root = Path(args.dir or tempfile.mkdtemp(prefix="dupkv-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        results.append(bench_single_put(root / "single", args.seconds, fsync=True))
+        results.append(bench_single_put(root / "single-nofsync", args.seconds, fsync=False))
+        results.append(bench_batched_put(root / "batched", args.seconds, 1000))
+        results.append(asyncio.run(_group_commit(root / "group", args.seconds, 256)))
+        results.append(bench_get(root / "get", args.seconds, args.keys))
+        import plog as plog_bench  # bench/plog.py
+
+        for row in plog_bench.run(args.seconds, str(root / "plog")):
+            results.append({"name": f"plog: {row.pop('name')}", **row})
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"{'measurement':<58} {'ops/s':>12}")
+    for r in results:
+        ops = r.get("ops_per_s") or r.get("records_per_s") or 0
+        extra = f"  (mean group {r['mean_group']:.0f})" if "mean_group" in r else ""
+        print(f"{r['name']:<58} {ops:>12,.0f}{extra}")
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "storage.json").write_text(
+        json.dumps({"machine": machine(), "results": results}, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
