@@ -308,9 +308,13 @@ def encode_request(
     partition_hash: int = 0,
     thread_hash: int | None = None,
     msg_type: int = MSG_CALL,
-    with_header_crc: bool = True,
+    with_header_crc: bool = False,
 ) -> bytes:
-    """A request frame around an args struct (already in the dialect to send)."""
+    """A request frame around an args struct (already in the dialect to send).
+
+    Like Pegasus's clients we send header_crc32 = 0 unless asked: our CRC-32C is pure
+    Python and costs about 15 us per header on each side.
+    """
     body = write_message_begin(name, msg_type, seqid) + args
     if thread_hash is None:
         thread_hash = thread_hash_of(app_id, partition_index)

@@ -320,15 +320,29 @@ def walk_struct(
     buf: bytearray, pos: int, end: int, fields: Fields | None, to_rdsn: bool, depth: int = 0
 ) -> int:
     """Walk one struct starting at `pos`, converting type bytes in place; return its end."""
+    fixed = _FIXED_WIDTH
     while True:
-        _need(pos, 1, end)
+        if pos >= end:
+            raise WireError(f"struct at offset {pos} runs past the end ({end})")
         t = buf[pos]
         if t == T_STOP:
             return pos + 1
         _need(pos, 3, end)
-        fid = _I16.unpack_from(buf, pos + 1)[0]
-        rt, child = _retype(buf, pos, t, fields.get(fid) if fields else None, to_rdsn)
-        pos = _walk_value(buf, pos + 3, end, rt, child, to_rdsn, depth)
+        node = fields.get(_I16.unpack_from(buf, pos + 1)[0]) if fields else None
+        rt, child = _retype(buf, pos, t, node, to_rdsn) if node is not None else (t, None)
+        pos += 3
+        width = fixed.get(rt)  # the common primitive cases, inline
+        if width is not None:
+            pos += width
+            if pos > end:
+                raise WireError(f"field value runs past the end ({end})")
+        elif rt == T_STRING:
+            _need(pos, 4, end)
+            pos += 4 + _I32.unpack_from(buf, pos)[0]
+            if pos < 0 or pos > end:
+                raise WireError(f"string runs past the end ({end})")
+        else:
+            pos = _walk_value(buf, pos, end, rt, child, to_rdsn, depth)
 
 
 def convert_struct(data: bytes, fields: Fields | None, *, to_rdsn: bool) -> bytes:

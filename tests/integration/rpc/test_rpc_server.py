@@ -78,7 +78,7 @@ def test_call_round_trip_and_what_the_handler_sees():
 
     async def main():
         async with serving({PUT.code: handler}) as server:
-            conn = await connect("127.0.0.1", server.port)
+            conn = await connect("127.0.0.1", server.port, header_crc=True)
             code, resp = await conn.call(
                 PUT.code, update(b"hello"), app_id=4, partition_index=2, partition_hash=99
             )
@@ -87,6 +87,7 @@ def test_call_round_trip_and_what_the_handler_sees():
             (req,) = seen
             assert req.args_raw == serialize(update(b"hello"))
             assert req.header.partition_hash == 99 and req.header.client_timeout_ms == 5000
+            assert req.header.header_crc32 != 0  # a correct CRC is accepted
             assert req.local == server.address == f"127.0.0.1:{server.port}"
             assert req.peer.startswith("127.0.0.1:")
             conn.close()

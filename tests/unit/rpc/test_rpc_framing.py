@@ -17,6 +17,7 @@ QUERY_CFG = codes.METHODS["RPC_CM_QUERY_PARTITION_CONFIG_BY_INDEX"]
 
 def put_frame(seqid: int = 1, key: bytes = b"k", **kw) -> bytes:
     req = rrdb.update_request(key=key, value=b"value", expire_ts_seconds=0)
+    kw.setdefault("with_header_crc", True)
     return framing.encode_request(PUT.code, seqid, PUT.encode_arg(req), **kw)
 
 
@@ -70,7 +71,7 @@ def test_args_raw_of_a_request_in_rdsn_dialect():
         + b"\x00"
     )
     args = b"\x0c\x00\x01" + update + b"\x00"
-    frame = framing.encode_request(PUT.code, 9, args, with_header_crc=False)
+    frame = framing.encode_request(PUT.code, 9, args)
     (event,) = RequestDecoder().feed(frame)
     expected = rrdb.update_request(key=key, value=value, expire_ts_seconds=0)
     assert event.args_raw == serialize(expected)
@@ -91,7 +92,7 @@ def test_old_style_message_begin_is_accepted():
     body = struct.pack(">i", len(name)) + name + b"\x01" + struct.pack(">i", 77)
     req = rrdb.update_request(key=b"k", value=b"v", expire_ts_seconds=0)
     body += PUT.encode_arg(req)
-    header = framing.encode_request(PUT.code, 0, b"", with_header_crc=False)[:48]
+    header = framing.encode_request(PUT.code, 0, b"")[:48]
     header = header[:16] + struct.pack(">I", len(body)) + header[20:]
     (event,) = RequestDecoder().feed(header + body)
     assert (event.name, event.seqid, event.bad_args) == (PUT.code, 77, None)
@@ -130,7 +131,7 @@ def test_oversized_frame_is_refused_before_its_body_arrives():
     ids=["magic", "version", "header_length"],
 )
 def test_malformed_header(mutate):
-    frame = framing.encode_request(PUT.code, 1, b"\x00", with_header_crc=False)
+    frame = framing.encode_request(PUT.code, 1, b"\x00")
     (event,) = RequestDecoder().feed(mutate(frame))
     assert isinstance(event, FrameError)
 
@@ -141,7 +142,7 @@ def test_garbage_is_refused_on_the_first_byte():
 
 
 def test_unreadable_message_begin_and_non_request_types_break_the_stream():
-    frame = framing.encode_request(PUT.code, 1, b"\x00", with_header_crc=False)
+    frame = framing.encode_request(PUT.code, 1, b"\x00")
     bad_name = frame[:48] + struct.pack(">I", 0x80010001) + struct.pack(">i", 10**6)
     bad_name = bad_name[:16] + struct.pack(">I", len(bad_name) - 48) + bad_name[20:]
     assert isinstance(RequestDecoder().feed(bad_name)[0], FrameError)
