@@ -27,6 +27,7 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._exclusive = asyncio.Lock()  # held while a group is in flight
         self.groups = 0
         self.ops = 0
 
@@ -54,9 +55,14 @@ class GroupCommitWriter:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            group = self._pending[: self.max_group_ops]
-            del self._pending[: self.max_group_ops]
-            await self._commit_group(group)
+            async with self._exclusive:
+                group = self._pending[: self.max_group_ops]
+                del self._pending[: self.max_group_ops]
+                await self._commit_group(group)
+
+    def exclusive(self) -> asyncio.Lock:
+        """Hold this to touch the plog (e.g. GC) while no group is being persisted."""
+        return self._exclusive
 
     async def _commit_group(self, group: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
         try:

@@ -48,6 +48,7 @@ TASK_CODES: dict[str, tuple[str, str]] = {
     "RPC_CM_QUERY_DUPLICATION": ("meta", "query_duplication"),
     "RPC_CM_LIST_DUPLICATION": ("meta", "list_duplication"),
     "RPC_CM_DUPLICATION_SYNC": ("meta", "duplication_sync"),
+    "RPC_CM_CONFIG_SYNC": ("meta", "config_sync"),
 }
 
 _SERVICES: dict[str, Any] = {"rrdb": rrdb.rrdb, "meta": meta.meta}

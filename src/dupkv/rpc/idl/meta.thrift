@@ -131,6 +131,27 @@ struct configuration_cluster_info_response {
     3: list<string> values;
 }
 
+// dupkv's replica server heartbeat (Pegasus's config_sync, simplified for one replica per
+// partition): a replica server reports what it stores; the meta answers with the tables it
+// must serve, the partitions placed on it, and the partitions of dropped tables to delete.
+struct replica_report {
+    1: dsn.gpid pid;
+    2: i64 last_committed_decree;
+    3: i64 last_flushed_decree;
+}
+
+struct config_sync_request {
+    1: dsn.rpc_address node;
+    2: list<replica_report> stored_replicas;
+}
+
+struct config_sync_response {
+    1: dsn.error_code err;
+    2: list<app_info> apps;
+    3: list<dsn.gpid> partitions;
+    4: list<dsn.gpid> gc_replicas;
+}
+
 service meta {
     query_cfg_response query_cfg(1: query_cfg_request query);
     configuration_create_app_response create_app(1: configuration_create_app_request req);
@@ -149,4 +170,5 @@ service meta {
         1: duplication.duplication_list_request req);
     duplication.duplication_sync_response duplication_sync(
         1: duplication.duplication_sync_request req);
+    config_sync_response config_sync(1: config_sync_request req);
 }

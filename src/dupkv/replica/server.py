@@ -1,0 +1,367 @@
+"""The replica server process (asyncio shell): hosts partitions and serves the rrdb RPCs.
+
+Owns its data directory (`<data_dirs>/replica/reps/<app_id>.<pidx>.pegasus/`), the RPC
+server (THFT + HTTP on one port), one group-commit writer per partition, the heartbeat to
+the meta server (`config_sync`: report stored partitions, learn which to serve and which to
+delete) and the maintenance loop (scanner expiry, expired-record sweep, periodic RocksDB
+flush + plog GC). SIGTERM stops it cleanly: no new requests, queued writes finish, every
+partition is flushed and closed.
+
+A request for a partition this server does not serve gets ERR_OBJECT_NOT_FOUND, so clients
+refresh their routes.
+"""
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dupkv.base.config import Config
+from dupkv.base.errors import DupkvError, ErrorCode
+from dupkv.replica.partition import Partition, PartitionOptions, WriteOp
+from dupkv.replica.writer import GroupCommitWriter
+from dupkv.rpc.client import ConnectionPool
+from dupkv.rpc.idl_meta import meta
+from dupkv.rpc.ids import pack_address, pack_gpid, unpack_gpid
+from dupkv.rpc.server import RpcReply, RpcRequest, RpcServer
+from dupkv.storage.mutation import TaskCode
+
+log = logging.getLogger(__name__)
+
+PARTITION_DIR_RE = re.compile(r"^(\d+)\.(\d+)\.pegasus$")
+WRITE_CODES = {
+    "RPC_RRDB_RRDB_PUT": TaskCode.PUT,
+    "RPC_RRDB_RRDB_MULTI_PUT": TaskCode.MULTI_PUT,
+    "RPC_RRDB_RRDB_REMOVE": TaskCode.REMOVE,
+    "RPC_RRDB_RRDB_MULTI_REMOVE": TaskCode.MULTI_REMOVE,
+    "RPC_RRDB_RRDB_INCR": TaskCode.INCR,
+    "RPC_RRDB_RRDB_CHECK_AND_SET": TaskCode.CHECK_AND_SET,
+    "RPC_RRDB_RRDB_CHECK_AND_MUTATE": TaskCode.CHECK_AND_MUTATE,
+    "RPC_RRDB_RRDB_DUPLICATE": TaskCode.DUPLICATE,
+}
+MAINTENANCE_TICK_S = 1.0
+SWEEP_VISITS_PER_TICK = 2000
+
+
+@dataclass
+class Hosted:
+    """A partition this server serves, with its writer and table settings."""
+
+    partition: Partition
+    writer: GroupCommitWriter
+    app: Any  # meta.app_info
+    sweep_cursor: bytes = b""
+    last_checkpoint: float = field(default_factory=time.monotonic)
+
+
+class ReplicaServer:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        data_dir: str | None = None,
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port if port is not None else config.get("apps.replica", "ports")
+        self.address = f"{host}:{self.port}"
+        root = Path(data_dir or config.get("replication", "data_dirs"))
+        self.reps_dir = root / "replica" / "reps"
+        self.meta_servers = [
+            a.strip() for a in config.get("meta_server", "server_list").split(",") if a.strip()
+        ]
+        self.cluster_id = config.cluster_id()
+        self.dup_group_ids = frozenset(config.dup_group.values())
+        self.max_write_bytes = config.get("replication", "max_allowed_write_size")
+        self.partitions: dict[tuple[int, int], Hosted] = {}
+        self.rpc: RpcServer | None = None
+        self.pool = ConnectionPool()
+        self.started_at = time.time()
+        self.meta_connected = False
+        self._opening: set[tuple[int, int]] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stopping = asyncio.Event()
+        self.extra_handlers: dict[str, Callable[[RpcRequest], Awaitable[RpcReply]]] = {}
+        self.http_routes: dict[str, Callable[[dict[str, str]], Awaitable[Any]]] = {}
+        # Hooks for duplication: called with (hosted) when a partition opens / closes.
+        self.on_partition_open: list[Callable[[Hosted], None]] = []
+        self.on_partition_close: list[Callable[[Hosted], Awaitable[None]]] = []
+        self.gc_floor: Callable[[Hosted], int | None] = lambda hosted: None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until `stop()` is called."""
+        self.reps_dir.mkdir(parents=True, exist_ok=True)
+        handlers: dict[str, Callable[[RpcRequest], Awaitable[RpcReply]]] = {
+            code: self._on_write for code in WRITE_CODES
+        }
+        handlers.update(
+            {
+                "RPC_RRDB_RRDB_GET": self._on_read("get"),
+                "RPC_RRDB_RRDB_MULTI_GET": self._on_read("multi_get"),
+                "RPC_RRDB_RRDB_BATCH_GET": self._on_read("batch_get"),
+                "RPC_RRDB_RRDB_SORTKEY_COUNT": self._on_read("sortkey_count"),
+                "RPC_RRDB_RRDB_TTL": self._on_read("ttl"),
+                "RPC_RRDB_RRDB_GET_SCANNER": self._on_read("get_scanner"),
+                "RPC_RRDB_RRDB_SCAN": self._on_read("scan"),
+                "RPC_RRDB_RRDB_CLEAR_SCANNER": self._on_clear_scanner,
+                **self.extra_handlers,
+            }
+        )
+        self.rpc = RpcServer(self.host, self.port, handlers, self.http_handler)
+        await self.rpc.start()
+        log.info("replica server serving on %s, data in %s", self.address, self.reps_dir)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                tg.create_task(self._heartbeat_loop(), name="config-sync")
+                tg.create_task(self._maintenance_loop(), name="maintenance")
+                await self._stopping.wait()
+                raise _Stop()
+        except* _Stop:
+            pass
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _shutdown(self) -> None:
+        if self.rpc is not None:
+            await self.rpc.stop()
+        for gpid in list(self.partitions):
+            await self._close_partition(gpid)
+        await self.pool.close()
+        log.info("replica server %s stopped", self.address)
+
+    # -- partitions --------------------------------------------------------------------
+
+    def stored_partitions(self) -> list[tuple[int, int]]:
+        out = []
+        if self.reps_dir.exists():
+            for entry in sorted(self.reps_dir.iterdir()):
+                m = PARTITION_DIR_RE.match(entry.name)
+                if m and entry.is_dir():
+                    out.append((int(m.group(1)), int(m.group(2))))
+        return out
+
+    def partition_path(self, gpid: tuple[int, int]) -> Path:
+        return self.reps_dir / f"{gpid[0]}.{gpid[1]}.pegasus"
+
+    def _options(self, app: Any, pidx: int) -> PartitionOptions:
+        cfg = self.config
+        envs = app.envs or {}
+        try:
+            default_ttl = int(envs.get("default_ttl", "0"))
+        except ValueError:
+            log.warning("table %s: ignoring invalid default_ttl %r", app.app_name, envs["default_ttl"])
+            default_ttl = 0
+        return PartitionOptions(
+            app_id=app.app_id,
+            partition_index=pidx,
+            server=self.address,
+            cluster_id=self.cluster_id,
+            dup_group_ids=self.dup_group_ids,
+            default_ttl=default_ttl,
+            duplicating=bool(app.duplicating),
+            atomic_idempotent=bool(app.atomic_idempotent),
+            plog_segment_bytes=cfg.get("replication", "log_private_file_size_mb") << 20,
+            plog_force_flush=cfg.get("replication", "plog_force_flush"),
+            rocksdb_multi_get_max_iteration_count=cfg.get(
+                "pegasus.server", "rocksdb_multi_get_max_iteration_count"
+            ),
+            rocksdb_multi_get_max_iteration_size=cfg.get(
+                "pegasus.server", "rocksdb_multi_get_max_iteration_size"
+            ),
+            rocksdb_max_iteration_count=cfg.get("pegasus.server", "rocksdb_max_iteration_count"),
+            rocksdb_iteration_threshold_time_ms=cfg.get(
+                "pegasus.server", "rocksdb_iteration_threshold_time_ms"
+            ),
+            block_cache_bytes=cfg.get("pegasus.server", "rocksdb_block_cache_capacity"),
+        )
+
+    async def _open_partition(self, gpid: tuple[int, int], app: Any) -> None:
+        if gpid in self.partitions or gpid in self._opening:
+            return
+        self._opening.add(gpid)
+        try:
+            options = self._options(app, gpid[1])
+            started = time.monotonic()
+            partition = await asyncio.to_thread(Partition, self.partition_path(gpid), options)
+            writer = GroupCommitWriter(partition)
+            writer.start()
+            hosted = Hosted(partition, writer, app)
+            self.partitions[gpid] = hosted
+            for hook in self.on_partition_open:
+                hook(hosted)
+            log.info(
+                "opened partition %d.%d (%s) in %.2fs, replayed %d mutations, last decree %d",
+                gpid[0], gpid[1], app.app_name, time.monotonic() - started,
+                partition.replayed, partition.last_committed_decree,
+            )
+        except Exception:
+            log.exception("failed to open partition %d.%d", *gpid)
+        finally:
+            self._opening.discard(gpid)
+
+    async def _close_partition(self, gpid: tuple[int, int]) -> None:
+        hosted = self.partitions.pop(gpid, None)
+        if hosted is None:
+            return
+        for hook in self.on_partition_close:
+            await hook(hosted)
+        await hosted.writer.close()
+        await asyncio.to_thread(hosted.partition.close)
+        log.info("closed partition %d.%d", *gpid)
+
+    def _update_app(self, hosted: Hosted, app: Any) -> None:
+        hosted.app = app
+        opts = hosted.partition.options
+        fresh = self._options(app, opts.partition_index)
+        opts.default_ttl = fresh.default_ttl
+        opts.duplicating = fresh.duplicating
+        opts.atomic_idempotent = fresh.atomic_idempotent
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.get("replication", "config_sync_interval_ms") / 1000
+        while True:
+            try:
+                await self._config_sync()
+            except DupkvError as e:
+                if self.meta_connected:
+                    log.warning("config sync with meta failed: %s", e)
+                self.meta_connected = False
+            await asyncio.sleep(interval)
+
+    async def _config_sync(self) -> None:
+        stored = [
+            meta.replica_report(
+                pid=pack_gpid(*gpid),
+                last_committed_decree=h.partition.last_committed_decree if h else 0,
+                last_flushed_decree=h.partition.last_flushed_decree if h else 0,
+            )
+            for gpid in self.stored_partitions()
+            for h in [self.partitions.get(gpid)]
+        ]
+        request = meta.config_sync_request(node=pack_address(self.address), stored_replicas=stored)
+        resp = await self.meta_call("RPC_CM_CONFIG_SYNC", request)
+        if resp.err != ErrorCode.OK:
+            raise DupkvError(resp.err, "config_sync refused")
+        if not self.meta_connected:
+            log.info("connected to meta server")
+        self.meta_connected = True
+        apps = {app.app_id: app for app in resp.apps or []}
+        assigned = {unpack_gpid(g) for g in resp.partitions or []}
+        for gpid in sorted(assigned):
+            app = apps.get(gpid[0])
+            if app is None:
+                continue
+            hosted = self.partitions.get(gpid)
+            if hosted is None:
+                await self._open_partition(gpid, app)
+            else:
+                self._update_app(hosted, app)
+        for gpid in list(self.partitions):
+            if gpid not in assigned:
+                await self._close_partition(gpid)
+        for gpid in (unpack_gpid(g) for g in resp.gc_replicas or []):
+            await self._close_partition(gpid)
+            path = self.partition_path(gpid)
+            await asyncio.to_thread(shutil.rmtree, path, True)
+            log.info("deleted partition %d.%d of a dropped table", *gpid)
+
+    async def meta_call(self, code: str, request: Any, timeout_ms: int = 3000) -> Any:
+        """Call the meta server (the first one of `server_list` that answers)."""
+        last = ErrorCode.NETWORK_FAILURE
+        for address in self.meta_servers:
+            err, result = await self.pool.call(address, code, request, timeout_ms=timeout_ms)
+            if err == ErrorCode.OK:
+                return result
+            last = err
+        raise DupkvError(last, f"no meta server of {self.meta_servers} answered {code}")
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        checkpoint_s = self.config.get("replication", "checkpoint_interval_seconds")
+        gc_enabled = self.config.get("replication", "plog_gc_enabled")
+        while True:
+            await asyncio.sleep(MAINTENANCE_TICK_S)
+            for gpid, hosted in list(self.partitions.items()):
+                if self.partitions.get(gpid) is not hosted:
+                    continue
+                p = hosted.partition
+                p.expire_scanners()
+                hosted.sweep_cursor, _ = p.sweep_expired(hosted.sweep_cursor, SWEEP_VISITS_PER_TICK)
+                if time.monotonic() - hosted.last_checkpoint >= checkpoint_s:
+                    hosted.last_checkpoint = time.monotonic()
+                    await self.checkpoint(hosted, gc=gc_enabled)
+
+    async def checkpoint(self, hosted: Hosted, *, gc: bool = True) -> None:
+        """Flush RocksDB, then drop plog segments nobody needs any more."""
+        p = hosted.partition
+        if p.broken:
+            return
+        await asyncio.to_thread(p.flush)
+        if gc:
+            async with hosted.writer.exclusive():
+                removed = p.gc_plog(self.gc_floor(hosted))
+            if removed:
+                log.info("%s: plog GC removed %d segments", p.gpid, len(removed))
+
+    # -- RPC handlers ------------------------------------------------------------------
+
+    def _hosted(self, req: RpcRequest) -> Hosted:
+        h = req.header
+        hosted = self.partitions.get((h.app_id, h.partition_index))
+        if hosted is None:
+            raise DupkvError(
+                ErrorCode.OBJECT_NOT_FOUND,
+                f"partition {h.app_id}.{h.partition_index} is not served by {self.address}",
+            )
+        return hosted
+
+    async def _on_write(self, req: RpcRequest) -> RpcReply:
+        hosted = self._hosted(req)
+        if len(req.args_raw) > self.max_write_bytes:
+            raise DupkvError(
+                ErrorCode.INVALID_DATA,
+                f"write of {len(req.args_raw)} bytes exceeds max_allowed_write_size "
+                f"{self.max_write_bytes}",
+            )
+        op = WriteOp(WRITE_CODES[req.name], req.arg, req.args_raw)
+        return RpcReply(ErrorCode.OK, await hosted.writer.write(op))
+
+    def _on_read(self, method: str) -> Callable[[RpcRequest], Awaitable[RpcReply]]:
+        async def handler(req: RpcRequest) -> RpcReply:
+            hosted = self._hosted(req)
+            return RpcReply(ErrorCode.OK, getattr(hosted.partition, method)(req.arg))
+
+        return handler
+
+    async def _on_clear_scanner(self, req: RpcRequest) -> RpcReply:
+        with contextlib.suppress(DupkvError):
+            self._hosted(req).partition.clear_scanner(req.arg)
+        return RpcReply(ErrorCode.OK, None)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    async def http_handler(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
+        from dupkv.replica.http import handle
+
+        return await handle(self, method, path, query, body)
+
+
+class _Stop(Exception):
+    """Ends the server's task group."""
