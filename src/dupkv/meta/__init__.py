@@ -1,0 +1,1 @@
+"""The meta server: tables, partition placement, duplications, and the store that keeps them."""
