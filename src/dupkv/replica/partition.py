@@ -31,6 +31,7 @@ from dupkv.base.errors import CorruptLog, DupkvError, ErrorCode, RocksStatus
 from dupkv.base.timeutil import EPOCH_BEGIN, UniqueClock, make_timetag
 from dupkv.replica import atomic, reads
 from dupkv.replica.scanner import ScannerTable
+from dupkv.rpc import codes
 from dupkv.rpc.thrift import decode_blob, deserialize, encode_blob, rrdb, serialize
 from dupkv.storage import schema
 from dupkv.storage.engine import Engine
@@ -132,10 +133,10 @@ def _valid_hash_key(hash_key: bytes) -> bool:
 
 def _valid_key(key: bytes) -> bool:
     try:
-        schema.decode_key(key)
+        hash_key, _ = schema.decode_key(key)
     except ValueError:
         return False
-    return True
+    return len(hash_key) <= schema.MAX_HASH_KEY_LEN
 
 
 class Partition:
@@ -247,7 +248,7 @@ class Partition:
                     self._apply(ov, item.code, item.request, ts)
                 updates = tuple(Update(item.code, item.raw) for item in logged)
                 records.append((decree, encode_payload(ts, updates)))
-                _set_decree(response, decree)
+            _set_decree(response, decree if logged is not None else 0)
             _set_origin(response, self.options)
             responses.append(response)
         self._staged_decree = decree
@@ -347,7 +348,7 @@ class Partition:
             if entry.timestamp is None or entry.timestamp <= 0:
                 return "duplicate entry has no timestamp"
             try:
-                inner = self._decode(entry.task_code, entry.raw_message or b"")
+                inner = _decode_shipped(entry.task_code, entry.raw_message or b"")
             except ValueError as e:
                 return f"malformed {entry.task_code} in a duplicate entry: {e}"
             if not _inner_valid(entry.task_code, inner):
@@ -481,7 +482,7 @@ class Partition:
         """
         for entry in req.entries:
             ts, cid = entry.timestamp, entry.cluster_id
-            inner = self._decode(entry.task_code, entry.raw_message or b"")
+            inner = _decode_shipped(entry.task_code, entry.raw_message or b"")
             code = entry.task_code
             if code == TaskCode.PUT:
                 if inner.type == UT_CHECK_AND_MUTATE_REMOVE:
@@ -665,6 +666,14 @@ _STAGE: dict[str, Callable[..., tuple[Any, list[_Logged] | None]]] = {
     TaskCode.CHECK_AND_MUTATE: Partition._stage_atomic,
     TaskCode.DUPLICATE: Partition._stage_duplicate,
 }
+
+
+def _decode_shipped(code: str, raw: bytes) -> Any:
+    """Decode a shipped write, validating its bytes first: thriftpy2 does not bounds-check,
+    and a shipped write may come in rDSN's Thrift dialect (from a Pegasus cluster)."""
+    method = codes.lookup(f"{code}")
+    assert method is not None, code
+    return Partition._decode(code, method.arg_raw_to(raw, to_rdsn=False))
 
 
 def _inner_valid(code: str, inner: Any) -> bool:
