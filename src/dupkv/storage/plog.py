@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from dupkv.base.errors import BadInput, CorruptLog, InvariantError
 
@@ -242,7 +243,25 @@ def _write_fully(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-class Plog:
+class _Closing:
+    """`with` support for the classes below, which all end with close()."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Plog(_Closing):
     """The write-ahead log of one partition. Make one with `Plog.open()`."""
 
     def __init__(
@@ -574,17 +593,6 @@ class Plog:
             self._fd = None
             os.close(self._dir_fd)
 
-    def __enter__(self) -> "Plog":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _list_segments(directory: Path) -> list[_Segment]:
     """The segment files, oldest first; other file names are not ours and are left alone."""
@@ -725,7 +733,7 @@ class _SegmentFile:
         os.close(self.fd)
 
 
-class PlogReader:
+class PlogReader(_Closing):
     """Duplication's cursor over a plog: reads forward from `next_decree`, switching segments
     by itself, with its own read-only fds. Safe to use from another thread than the writer.
 
@@ -757,7 +765,14 @@ class PlogReader:
         out: list[tuple[int, bytes]] = []
         total = 0
         while self.next_decree <= bound and total < max_bytes:
-            payload = self._read_next()
+            try:
+                payload = self._read_next()
+            except (CorruptLog, LogTruncated, OSError):
+                if not out:
+                    raise
+                # Hand over the good records; the next call meets the same error at once,
+                # since next_decree stays at the record that failed.
+                return out
             out.append((self.next_decree, payload))
             total += len(payload)
             self.next_decree += 1
@@ -817,14 +832,3 @@ class PlogReader:
 
     def close(self) -> None:
         self._close_segment()
-
-    def __enter__(self) -> "PlogReader":
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
