@@ -12,6 +12,8 @@ reject exactly the same inputs:
 - `commit` applies `Create`/`Set`/`Delete` in order, all or nothing, with ZooKeeper's `multi`
   rules: a create needs its parent (existing or created earlier in the same commit), a set
   needs the node, a delete needs the node and removes only a leaf.
+- Calls take effect in the order they were made, also when a caller issues several without
+  awaiting each (a later progress write never loses to an earlier one).
 
 Errors carry rDSN codes as Pegasus's `meta_state_service` reports them (`from_zerror`):
 `NoNode` ERR_OBJECT_NOT_FOUND, `NodeExists` ERR_NODE_ALREADY_EXIST, `NotEmpty`

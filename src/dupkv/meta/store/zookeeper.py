@@ -14,6 +14,9 @@ connection their outcome is unknown, and they raise StoreUnavailable.
 A recursive delete lists the subtree, then deletes it leaves-first in transactions of at
 most MAX_COMMIT_OPS operations: a subtree of that size disappears atomically, a larger one
 shrinks from the leaves, so an interrupted delete never leaves an orphan and can be redone.
+Calls take effect in the order they were made (`_turn`): ZooKeeper keeps one session's
+requests in order, so only calls that need several round trips (create with missing parents,
+recursive delete, the first calls while the root is ensured) make later calls wait.
 kazoo exceptions are translated to the store's errors here and nowhere else.
 """
 
@@ -252,10 +255,10 @@ class ZooKeeperStore:
             yield
         finally:
             if mine is not None:
-                if self._gate is mine:
-                    self._gate = None
                 if prior is None or prior.done():
                     mine.set_result(None)
+                    if self._gate is mine:
+                        self._gate = None
                 else:  # we gave up waiting; later calls still wait for the prior one
                     prior.add_done_callback(lambda _: mine.set_result(None))
 
