@@ -120,15 +120,26 @@ def find_valid_record(
     """(offset, decree) of the first record in buf[start:end], at any byte offset, that
     checksums and has a decree above `after_decree`; None if there is none.
 
-    A decree that can follow `after_decree` in this many bytes is at most one per record
-    header, which rules out nearly every offset before the checksum is computed. Runs of zero
-    bytes (a tail the file system extended but never wrote) are skipped at C speed: a wanted
-    record has a nonzero byte in its decree field.
+    Python cannot afford a checksum, or even a loop turn, at every offset of a long tail, so
+    the search jumps at C speed: to the next place where the leading bytes of a decree field
+    match those that every possible decree shares (only so many records fit in the tail),
+    and over runs of zeros (a tail the file system extended but never wrote), since a wanted
+    decree field holds a nonzero byte.
     """
     highest = after_decree + (end - start) // RECORD_HEADER.size + 1
+    lowest_bytes, highest_bytes = _DECREE.pack(after_decree + 1), _DECREE.pack(highest)
+    shared = 0
+    while shared < _DECREE.size and lowest_bytes[shared] == highest_bytes[shared]:
+        shared += 1
+    prefix = lowest_bytes[:shared]
     last = end - RECORD_HEADER.size
     pos = start
     while pos <= last:
+        if prefix:
+            found_at = buf.find(prefix, pos + 8, end)
+            if found_at < 0 or found_at - 8 > last:
+                return None
+            pos = found_at - 8
         length, crc, decree = RECORD_HEADER.unpack_from(buf, pos)
         body = pos + RECORD_HEADER.size
         if (
@@ -138,11 +149,11 @@ def find_valid_record(
         ):
             return pos, decree
         if decree == 0:
-            found = _NONZERO.search(buf, pos + 8, end)
-            if found is None:
+            nonzero = _NONZERO.search(buf, pos + 8, end)
+            if nonzero is None:
                 return None
             # The first offset whose decree field (bytes 8..15) reaches that nonzero byte.
-            pos = max(pos + 1, found.start() - 15)
+            pos = max(pos + 1, nonzero.start() - 15)
         else:
             pos += 1
     return None
