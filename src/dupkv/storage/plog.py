@@ -219,7 +219,8 @@ class OpenReport:
     first_decree: int  # 0 when empty
     last_decree: int  # 0 when empty
     truncated_bytes: int
-    truncated_at: str | None  # "log.<20 digits>@<offset>": where the kept data now ends
+    # "log.<20 digits>@<offset>": the first byte dropped (@0: the segment was removed)
+    truncated_at: str | None
 
 
 class LogTruncated(Exception):
