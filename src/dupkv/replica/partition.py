@@ -35,7 +35,7 @@ from dupkv.rpc import codes
 from dupkv.rpc.thrift import decode_blob, deserialize, encode_blob, rrdb, serialize
 from dupkv.storage import schema
 from dupkv.storage.engine import Engine
-from dupkv.storage.mutation import SHIPPABLE_CODES, TaskCode, Update, decode_payload, encode_payload
+from dupkv.storage.mutation import SHIPPABLE_CODES, TaskCode, decode_payload, encode_payload
 from dupkv.storage.plog import Plog
 
 log = logging.getLogger(__name__)
@@ -132,11 +132,11 @@ def _valid_hash_key(hash_key: bytes) -> bool:
 
 
 def _valid_key(key: bytes) -> bool:
-    try:
-        hash_key, _ = schema.decode_key(key)
-    except ValueError:
+    """An encoded key whose header fits and whose hash key is under 65535 bytes."""
+    if len(key) < 2:
         return False
-    return len(hash_key) <= schema.MAX_HASH_KEY_LEN
+    n = (key[0] << 8) | key[1]
+    return n <= schema.MAX_HASH_KEY_LEN and 2 + n <= len(key)
 
 
 class Partition:
@@ -239,17 +239,21 @@ class Partition:
         decree = self._staged_decree
         records: list[tuple[int, bytes]] = []
         responses: list[Any] = []
+        next_ts = self._ts.next
+        apply = self._apply
         for op in ops:
-            ts = self._ts.next(now_us)
-            response, logged = self._stage_one(ov, op, ts)
+            ts = next_ts(now_us)
+            handler = _STAGE.get(op.code)
+            if handler is None:
+                raise DupkvError(ErrorCode.HANDLER_NOT_FOUND, f"{op.code} is not a write")
+            response, logged = handler(self, ov, op, ts)
             if logged is not None:
                 decree += 1
                 for item in logged:
-                    self._apply(ov, item.code, item.request, ts)
-                updates = tuple(Update(item.code, item.raw) for item in logged)
-                records.append((decree, encode_payload(ts, updates)))
-            _set_decree(response, decree if logged is not None else 0)
-            _set_origin(response, self.options)
+                    apply(ov, item.code, item.request, ts)
+                records.append((decree, encode_payload(ts, logged)))
+                if op.code != TaskCode.DUPLICATE:
+                    response.decree = decree
             responses.append(response)
         self._staged_decree = decree
         return Staged(records, ov.writes, responses, decree, self._ts.last_us)
@@ -275,39 +279,53 @@ class Partition:
     # Staging: validate, evaluate atomics, decide what to log. Returns (response, logged);
     # logged None means "answered without a decree", () means an empty write.
 
-    def _stage_one(self, ov: Overlay, op: WriteOp, ts: int) -> tuple[Any, list[_Logged] | None]:
-        handler = _STAGE.get(op.code)
-        if handler is None:
-            raise DupkvError(ErrorCode.HANDLER_NOT_FOUND, f"{op.code} is not a write")
-        return handler(self, ov, op, ts)
+    def _response(self, cls: Any, error: int, **fields: Any) -> Any:
+        """A response struct carrying this partition's identity."""
+        o = self.options
+        return cls(
+            error=error, app_id=o.app_id, partition_index=o.partition_index, server=o.server,
+            **fields,
+        )
+
+    def _origin(self, response: Any) -> Any:
+        o = self.options
+        response.app_id = o.app_id
+        response.partition_index = o.partition_index
+        response.server = o.server
+        return response
+
+    def _update_response(self, error: int) -> Any:
+        return self._response(rrdb.update_response, error, decree=0)
 
     def _stage_put(self, ov: Overlay, op: WriteOp, ts: int) -> tuple[Any, list[_Logged] | None]:
-        req = op.request
-        if not _valid_key(req.key):
-            return _update_response(RocksStatus.INVALID_ARGUMENT), []
-        return _update_response(RocksStatus.OK), [_logged(op)]
+        if not _valid_key(op.request.key):
+            return self._update_response(RocksStatus.INVALID_ARGUMENT), []
+        return self._update_response(RocksStatus.OK), [_logged(op)]
 
     def _stage_multi_put(
         self, ov: Overlay, op: WriteOp, ts: int
     ) -> tuple[Any, list[_Logged] | None]:
         req = op.request
         if not req.kvs or not _valid_hash_key(req.hash_key):
-            return _update_response(RocksStatus.INVALID_ARGUMENT), []
-        return _update_response(RocksStatus.OK), [_logged(op)]
+            return self._update_response(RocksStatus.INVALID_ARGUMENT), []
+        return self._update_response(RocksStatus.OK), [_logged(op)]
 
     def _stage_remove(self, ov: Overlay, op: WriteOp, ts: int) -> tuple[Any, list[_Logged] | None]:
         if not _valid_key(op.request):
-            return _update_response(RocksStatus.INVALID_ARGUMENT), []
-        return _update_response(RocksStatus.OK), [_logged(op)]
+            return self._update_response(RocksStatus.INVALID_ARGUMENT), []
+        return self._update_response(RocksStatus.OK), [_logged(op)]
 
     def _stage_multi_remove(
         self, ov: Overlay, op: WriteOp, ts: int
     ) -> tuple[Any, list[_Logged] | None]:
         req = op.request
         if not req.sort_keys or not _valid_hash_key(req.hash_key):
-            response = rrdb.multi_remove_response(error=RocksStatus.INVALID_ARGUMENT, count=0)
-            return response, []
-        response = rrdb.multi_remove_response(error=RocksStatus.OK, count=len(req.sort_keys))
+            return self._response(
+                rrdb.multi_remove_response, RocksStatus.INVALID_ARGUMENT, count=0, decree=0
+            ), []
+        response = self._response(
+            rrdb.multi_remove_response, RocksStatus.OK, count=len(req.sort_keys), decree=0
+        )
         return response, [_logged(op)]
 
     def _stage_atomic(self, ov: Overlay, op: WriteOp, ts: int) -> tuple[Any, list[_Logged] | None]:
@@ -370,10 +388,14 @@ class Partition:
         epoch_now = _epoch_of(ts)
         if code == TaskCode.INCR:
             if not _valid_key(req.key):
-                return rrdb.incr_response(error=RocksStatus.INVALID_ARGUMENT, new_value=0), None
+                return self._response(
+                    rrdb.incr_response, RocksStatus.INVALID_ARGUMENT, new_value=0, decree=0
+                ), None
             old, old_expire = self._read_live(ov, req.key, epoch_now)
             r = atomic.evaluate_incr(old, old_expire, req.increment, req.expire_ts_seconds or 0)
-            response = rrdb.incr_response(error=r.error, new_value=r.new_value)
+            response = self._response(
+                rrdb.incr_response, r.error, new_value=r.new_value, decree=0
+            )
             if r.produced is None:
                 return response, None
             _, value, expire_ts = r.produced.puts[0]
@@ -385,7 +407,7 @@ class Partition:
             else rrdb.check_and_mutate_response
         )
         if not _valid_hash_key(hash_key):
-            return cls(error=RocksStatus.INVALID_ARGUMENT), None
+            return self._response(cls, RocksStatus.INVALID_ARGUMENT, decree=0), None
         check_key = schema.encode_key(hash_key, req.check_sort_key)
         current, _ = self._read_live(ov, check_key, epoch_now)
         if code == TaskCode.CHECK_AND_SET:
@@ -408,7 +430,7 @@ class Partition:
                 current, req.check_type, req.check_operand or b"", mutations
             )
             put_type = UT_CHECK_AND_MUTATE_PUT
-        response = cls(error=r.error)
+        response = self._response(cls, r.error, decree=0)
         if req.return_check_value:
             response.check_value_returned = True
             response.check_value_exist = r.check_value_exist
@@ -534,20 +556,15 @@ class Partition:
         return int(self._clock()) - EPOCH_BEGIN
 
     def get(self, key: bytes) -> Any:
-        response = rrdb.read_response(error=RocksStatus.NOT_FOUND)
-        _set_origin(response, self.options)
         if not _valid_key(key):
-            response.error = RocksStatus.INVALID_ARGUMENT
-            return response
+            return self._response(rrdb.read_response, RocksStatus.INVALID_ARGUMENT)
         value = self._engine.get(key)
         if value is not None and schema.is_live(value, self._epoch_now()):
-            response.error = RocksStatus.OK
-            response.value = schema.value_data(value)
-        return response
+            return self._response(rrdb.read_response, RocksStatus.OK, value=value[12:])
+        return self._response(rrdb.read_response, RocksStatus.NOT_FOUND)
 
     def ttl(self, key: bytes) -> Any:
-        response = rrdb.ttl_response(error=RocksStatus.NOT_FOUND, ttl_seconds=0)
-        _set_origin(response, self.options)
+        response = self._response(rrdb.ttl_response, RocksStatus.NOT_FOUND, ttl_seconds=0)
         if not _valid_key(key):
             response.error = RocksStatus.INVALID_ARGUMENT
             return response
@@ -560,8 +577,7 @@ class Partition:
         return response
 
     def batch_get(self, req: Any) -> Any:
-        response = rrdb.batch_get_response(error=RocksStatus.OK, data=[])
-        _set_origin(response, self.options)
+        response = self._response(rrdb.batch_get_response, RocksStatus.OK, data=[])
         keys = req.keys or []
         if not keys or not all(_valid_hash_key(k.hash_key or b"") for k in keys):
             response.error = RocksStatus.INVALID_ARGUMENT
@@ -579,27 +595,23 @@ class Partition:
 
     def multi_get(self, req: Any) -> Any:
         response = reads.multi_get(self._engine, req, self._epoch_now(), self.options)
-        _set_origin(response, self.options)
-        return response
+        return self._origin(response)
 
     def sortkey_count(self, hash_key: bytes) -> Any:
         response = reads.sortkey_count(self._engine, hash_key, self._epoch_now(), self.options)
-        _set_origin(response, self.options)
-        return response
+        return self._origin(response)
 
     def get_scanner(self, req: Any) -> Any:
         response = self.scanners.open(
             self._engine, req, self._epoch_now(), self.options, now_ms=self._now_ms()
         )
-        _set_origin(response, self.options)
-        return response
+        return self._origin(response)
 
     def scan(self, req: Any) -> Any:
         response = self.scanners.next_batch(
             req.context_id, self._epoch_now(), self.options, now_ms=self._now_ms()
         )
-        _set_origin(response, self.options)
-        return response
+        return self._origin(response)
 
     def clear_scanner(self, context_id: int) -> None:
         self.scanners.drop(context_id)
@@ -696,19 +708,3 @@ def _logged(op: WriteOp) -> _Logged:
 
 def _put(key: bytes, value: bytes, expire_ts: int, put_type: int) -> Any:
     return rrdb.update_request(key=key, value=value, expire_ts_seconds=expire_ts, type=put_type)
-
-
-def _update_response(error: int) -> Any:
-    return rrdb.update_response(error=error, decree=0)
-
-
-def _set_decree(response: Any, decree: int) -> None:
-    if hasattr(response, "decree"):
-        response.decree = decree
-
-
-def _set_origin(response: Any, options: PartitionOptions) -> None:
-    if hasattr(response, "app_id"):
-        response.app_id = options.app_id
-        response.partition_index = options.partition_index
-        response.server = options.server

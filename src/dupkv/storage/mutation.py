@@ -11,7 +11,8 @@ Payload layout (the plog frames it with the decree, a length and a checksum):
 """
 
 import struct
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 
 class TaskCode:
@@ -51,6 +52,7 @@ SHIPPABLE_CODES = frozenset({TaskCode.PUT, TaskCode.MULTI_PUT, TaskCode.REMOVE, 
 
 _HEAD = struct.Struct(">QH")
 _UPDATE = struct.Struct(">BI")
+_SINGLE = struct.Struct(">QHBI")
 MAX_UPDATES = 0xFFFF
 
 
@@ -65,12 +67,16 @@ class Mutation(NamedTuple):
     updates: tuple[Update, ...]
 
 
-def encode_payload(timestamp_us: int, updates: tuple[Update, ...] | list[Update]) -> bytes:
+def encode_payload(timestamp_us: int, updates: Sequence[Any]) -> bytes:
+    """Encode updates: anything with `.code` and `.raw` (an `Update`, for one)."""
     assert len(updates) <= MAX_UPDATES, len(updates)
+    if len(updates) == 1:  # the common case, kept cheap
+        u = updates[0]
+        return _SINGLE.pack(timestamp_us, 1, _CODE_IDS[u.code], len(u.raw)) + u.raw
     parts = [_HEAD.pack(timestamp_us, len(updates))]
-    for code, raw in updates:
-        parts.append(_UPDATE.pack(_CODE_IDS[code], len(raw)))
-        parts.append(raw)
+    for u in updates:
+        parts.append(_UPDATE.pack(_CODE_IDS[u.code], len(u.raw)))
+        parts.append(u.raw)
     return b"".join(parts)
 
 
