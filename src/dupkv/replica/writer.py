@@ -1,19 +1,30 @@
 """Group commit for one partition (the asyncio shell around `Partition.stage/persist/commit`).
 
-Writes that arrive while a group is being persisted wait in a bounded queue and form the
-next group: one plog write and one fsync for all of them. One group is in flight at a time,
-so staging always sees the state left by the previous group and the plog is never appended
-to while a worker thread fsyncs it.
+Writes wait in a bounded queue and leave it in groups: one plog write and one fsync for a
+whole group. The pipeline is two deep: while group N is being fsynced in a worker thread,
+the event loop stages group N+1 (which sees N's writes through the overlay); N+1 is
+persisted only after N, so the plog is never appended to while it is being fsynced, and
+groups are committed to RocksDB and answered strictly in order.
 """
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from dupkv.base.errors import DupkvError, ErrorCode
-from dupkv.replica.partition import Partition, PartitionBroken, WriteOp
+from dupkv.replica.partition import Partition, PartitionBroken, Staged, WriteOp
 
 log = logging.getLogger(__name__)
+
+_Pending = tuple[WriteOp, "asyncio.Future[Any]"]
+
+
+@dataclass
+class _Inflight:
+    group: list[_Pending]
+    staged: Staged
+    persist: "asyncio.Future[None] | None" = None
 
 
 class GroupCommitWriter:
@@ -23,11 +34,10 @@ class GroupCommitWriter:
         self.partition = partition
         self.max_group_ops = max_group_ops
         self.max_pending_ops = max_pending_ops
-        self._pending: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._exclusive = asyncio.Lock()  # held while a group is in flight
         self.groups = 0
         self.ops = 0
 
@@ -48,44 +58,75 @@ class GroupCommitWriter:
         return await future
 
     async def _run(self) -> None:
+        inflight: _Inflight | None = None
         while True:
-            if not self._pending:
+            if not self._pending and inflight is None:
                 if self._closing:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            async with self._exclusive:
-                group = self._pending[: self.max_group_ops]
-                del self._pending[: self.max_group_ops]
-                await self._commit_group(group)
+            group = self._pending[: self.max_group_ops]
+            del self._pending[: self.max_group_ops]
+            staged = self._stage(group, inflight) if group else None
+            if inflight is not None:
+                await self._finish(inflight)
+            inflight = self._start_persist(staged) if staged is not None else None
 
-    def exclusive(self) -> asyncio.Lock:
-        """Hold this to touch the plog (e.g. GC) while no group is being persisted."""
-        return self._exclusive
-
-    async def _commit_group(self, group: list[tuple[WriteOp, asyncio.Future[Any]]]) -> None:
+    def _stage(self, group: list[_Pending], after: "_Inflight | None") -> "_Inflight | None":
+        """Stage a group (overlapping the previous group's fsync); fail it on error."""
         try:
-            staged = self.partition.stage([op for op, _ in group])
-            await asyncio.to_thread(self.partition.persist, staged)
-            responses = self.partition.commit(staged)
+            staged = self.partition.stage(
+                [op for op, _ in group], after.staged if after is not None else None
+            )
         except DupkvError as e:
             self._fail(group, e)
+            return None
+        except Exception as e:
+            self._bug(e)
+            self._fail(group, self._broken_error())
+            return None
+        return _Inflight(group, staged)
+
+    def _start_persist(self, staged: "_Inflight") -> "_Inflight | None":
+        if self.partition.broken:
+            # Staged on top of a group that failed: its decrees can never be written.
+            self._fail(staged.group, self._broken_error())
+            return None
+        staged.persist = asyncio.ensure_future(
+            asyncio.to_thread(self.partition.persist, staged.staged)
+        )
+        return staged
+
+    async def _finish(self, inflight: "_Inflight") -> None:
+        """Wait for a group's fsync, then apply it and answer its writers."""
+        assert inflight.persist is not None
+        try:
+            await inflight.persist
+            responses = self.partition.commit(inflight.staged)
+        except DupkvError as e:
+            self._fail(inflight.group, e)
             return
         except Exception as e:
-            # A bug: stop taking writes on this partition rather than guess at its state.
-            log.critical("%s: group commit failed", self.partition.gpid, exc_info=True)
-            self.partition.broken = f"internal error in group commit: {e!r}"
-            self._fail(group, PartitionBroken(ErrorCode.INVALID_STATE, self.partition.broken))
+            self._bug(e)
+            self._fail(inflight.group, self._broken_error())
             return
         self.groups += 1
-        self.ops += len(group)
-        for (_, future), response in zip(group, responses, strict=True):
+        self.ops += len(inflight.group)
+        for (_, future), response in zip(inflight.group, responses, strict=True):
             if not future.done():
                 future.set_result(response)
 
+    def _bug(self, error: Exception) -> None:
+        # A bug: stop taking writes on this partition rather than guess at its state.
+        log.critical("%s: group commit failed", self.partition.gpid, exc_info=error)
+        self.partition.broken = f"internal error in group commit: {error!r}"
+
+    def _broken_error(self) -> PartitionBroken:
+        return PartitionBroken(ErrorCode.INVALID_STATE, self.partition.broken or "broken")
+
     @staticmethod
-    def _fail(group: list[tuple[WriteOp, asyncio.Future[Any]]], error: Exception) -> None:
+    def _fail(group: list[_Pending], error: Exception) -> None:
         for _, future in group:
             if not future.done():
                 future.set_exception(error)

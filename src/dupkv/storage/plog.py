@@ -478,9 +478,16 @@ class Plog(_Closing):
         return len(data)
 
     def _roll(self, first_decree: int) -> None:
+        old = self._fd
+        if old is not None and self._fsync and old in self._unsynced:
+            # Seal the old segment before the new one gets any data: otherwise writeback could
+            # persist the new segment's records while the old segment's tail is torn, and open
+            # (which checks only the last segment) would not see the hole.
+            os.fdatasync(old)
+            self._unsynced.remove(old)
         path = self.directory / segment_name(first_decree)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        old, self._fd = self._fd, fd
+        self._fd = fd
         # A rolled segment with unsynced data keeps its fd until sync() has flushed it.
         if old is not None and old not in self._unsynced:
             os.close(old)
