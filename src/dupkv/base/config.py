@@ -59,6 +59,9 @@ KEYS: tuple[Key, ...] = (
     _k("replication", "dup_rpc_timeout_ms", int, 5000, "timeout of one DUPLICATE RPC", min=10),
     _k("replication", "dup_fail_skip_max_retries", int, 5, "FAIL_SKIP: attempts before a batch is skipped", min=1),
     _k("replication", "dup_tombstone_grace_seconds", int, 3600, "keep tombstones this long after every dup confirmed them", min=0),
+    _k("replication", "dup_progress_min_update_period_ms", int, 1000, "meta: least time between two stored progress updates of one partition", min=0),
+    _k("replication", "dup_progress_min_report_period_ms", int, 300000, "meta: least time between two progress log lines of one duplication", min=0),
+    _k("replication", "dup_remote_meta_timeout_ms", int, 3000, "meta: how long dup add waits for the remote cluster's meta", min=10, max=60000),
     # [meta_server]
     _k("meta_server", "server_list", str, "127.0.0.1:34601", "meta servers of this cluster"),
     _k("meta_server", "cluster_root", str, "", "metadata root path (default: /pegasus/<cluster_name>)"),
