@@ -631,17 +631,21 @@ class Partition:
 
     # -- background maintenance --------------------------------------------------------
 
-    def sweep_expired(self, cursor: bytes, max_visits: int = 1000) -> tuple[bytes, int]:
-        """Delete up to `max_visits` keys' worth of expired records starting at `cursor`.
+    def sweep_expired(
+        self, cursor: bytes, max_visits: int = 1000, purge_before_us: int = 0
+    ) -> tuple[bytes, int]:
+        """Delete expired records and old tombstones, visiting at most `max_visits` keys
+        from `cursor`. Returns the cursor to continue from (b"" once the partition was
+        covered) and how many records were deleted.
 
-        Returns the cursor to continue from (b"" when the partition was covered) and the
-        number deleted. Runs on the event loop between writes, so a record cannot be
-        overwritten between the check and the delete. Duplicated tables keep expired
-        records: their timetags still decide last-writer-wins.
+        Tombstones, and on a duplicating table expired records too, still decide
+        last-writer-wins against writes that may yet arrive, so they go only when their
+        timestamp is below `purge_before_us` (the caller's horizon: every duplication has
+        shipped past it, plus a grace period). Runs on the event loop between writes, so a
+        record cannot be overwritten between the check and the delete.
         """
-        if self.options.duplicating:
-            return b"", 0
         now = self._epoch_now()
+        keep_expired = self.options.duplicating
         it = self._engine.iterator()
         it.seek(cursor or b"\x00\x00")
         doomed: list[bytes] = []
@@ -653,9 +657,13 @@ class Partition:
                 break
             key, value = it.key(), it.value()
             visits += 1
-            if key and not schema.is_tombstone(value):
+            if key:
                 expire_ts = schema.value_expire_ts(value)
-                if 0 < expire_ts <= now:
+                old = (schema.value_timetag(value) >> 8) < purge_before_us
+                if schema.is_tombstone(value):
+                    if old:
+                        doomed.append(key)
+                elif 0 < expire_ts <= now and (old or not keep_expired):
                     doomed.append(key)
             it.next()
         del it

@@ -24,17 +24,29 @@ from typing import Any
 
 from dupkv.base.config import Config
 from dupkv.base.errors import DupkvError, ErrorCode
+from dupkv.http.common import VersionInfo, common_routes
+from dupkv.http.router import HttpRouter
+from dupkv.metrics import Registry, Unit
 from dupkv.replica.partition import Partition, PartitionOptions, WriteOp
 from dupkv.replica.writer import GroupCommitWriter
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid, unpack_gpid
 from dupkv.rpc.server import RpcReply, RpcRequest, RpcServer
+from dupkv.rpc.thrift import rrdb
 from dupkv.storage.mutation import TaskCode
 
 log = logging.getLogger(__name__)
 
 PARTITION_DIR_RE = re.compile(r"^(\d+)\.(\d+)\.pegasus$")
+ATOMIC_CODES = {
+    "RPC_RRDB_RRDB_INCR",
+    "RPC_RRDB_RRDB_CHECK_AND_SET",
+    "RPC_RRDB_RRDB_CHECK_AND_MUTATE",
+}
+# Table env that makes a duplicated table refuse atomic writes instead of logging the
+# puts/deletes they produced.
+REJECT_ATOMIC_ENV = "duplication.reject_atomic_writes"
 WRITE_CODES = {
     "RPC_RRDB_RRDB_PUT": TaskCode.PUT,
     "RPC_RRDB_RRDB_MULTI_PUT": TaskCode.MULTI_PUT,
@@ -56,6 +68,7 @@ class Hosted:
     partition: Partition
     writer: GroupCommitWriter
     app: Any  # meta.app_info
+    requests: dict[str, Any]  # task code -> request counter
     sweep_cursor: bytes = b""
     last_checkpoint: float = field(default_factory=time.monotonic)
 
@@ -90,11 +103,34 @@ class ReplicaServer:
         self._tasks: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
         self.extra_handlers: dict[str, Callable[[RpcRequest], Awaitable[RpcReply]]] = {}
-        self.http_routes: dict[str, Callable[[dict[str, str]], Awaitable[Any]]] = {}
-        # Hooks for duplication: called with (hosted) when a partition opens / closes.
-        self.on_partition_open: list[Callable[[Hosted], None]] = []
+        self.registry = Registry("replica", config.cluster_name, host, self.port)
+        self.router = HttpRouter()
+        common_routes(self.router, self.registry, VersionInfo(), self.started_at)
+        self.registry.add_collector("partitions", self._collect)
+        server_entity = self.registry.entity("server", "server")
+        self._dup_requests = server_entity.counter(
+            "dup_requests", Unit.REQUESTS, "Duplicated writes received from other clusters"
+        )
+        self._rejected_atomic = server_entity.counter(
+            "dup.disabled_non_idempotent_write_count", Unit.REQUESTS,
+            "Atomic writes refused on duplicated tables (ERR_OPERATION_DISABLED)",
+        )
+        # Hooks for duplication (see dupkv.duplication.manager).
         self.on_partition_close: list[Callable[[Hosted], Awaitable[None]]] = []
         self.gc_floor: Callable[[Hosted], int | None] = lambda hosted: None
+        grace_us = config.get("replication", "dup_tombstone_grace_seconds") * 1_000_000
+        self.purge_horizon: Callable[[Hosted, int], int] = lambda hosted, now_us: now_us - grace_us
+        self.background: list[Callable[[], Awaitable[None]]] = []
+        if config.get("replication", "duplication_enabled"):
+            from dupkv.duplication.manager import DupManager
+
+            self.dup_manager: Any = DupManager(self, config)
+            self.background.append(self.dup_manager.run)
+        else:
+            self.dup_manager = None
+        from dupkv.replica.http import install_routes
+
+        install_routes(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -117,7 +153,7 @@ class ReplicaServer:
                 **self.extra_handlers,
             }
         )
-        self.rpc = RpcServer(self.host, self.port, handlers, self.http_handler)
+        self.rpc = RpcServer(self.host, self.port, handlers, self.router)
         await self.rpc.start()
         log.info("replica server serving on %s, data in %s", self.address, self.reps_dir)
         try:
@@ -125,6 +161,8 @@ class ReplicaServer:
                 self._tasks = tg
                 tg.create_task(self._heartbeat_loop(), name="config-sync")
                 tg.create_task(self._maintenance_loop(), name="maintenance")
+                for job in self.background:
+                    tg.create_task(job(), name=getattr(job, "__qualname__", "background"))
                 await self._stopping.wait()
                 raise _Stop()
         except* _Stop:
@@ -138,6 +176,8 @@ class ReplicaServer:
     async def _shutdown(self) -> None:
         if self.rpc is not None:
             await self.rpc.stop()
+        if self.dup_manager is not None:
+            await self.dup_manager.stop()
         for gpid in list(self.partitions):
             await self._close_partition(gpid)
         await self.pool.close()
@@ -199,10 +239,19 @@ class ReplicaServer:
             partition = await asyncio.to_thread(Partition, self.partition_path(gpid), options)
             writer = GroupCommitWriter(partition)
             writer.start()
-            hosted = Hosted(partition, writer, app)
-            self.partitions[gpid] = hosted
-            for hook in self.on_partition_open:
-                hook(hosted)
+            entity = self.registry.entity(
+                "replica", f"replica@{gpid[0]}.{gpid[1]}",
+                {"table_id": str(gpid[0]), "partition_id": str(gpid[1])},
+            )
+            requests = {
+                code: entity.counter(
+                    f"{code.removeprefix('RPC_RRDB_RRDB_').lower()}_requests", Unit.REQUESTS,
+                    f"{code} requests served",
+                )
+                for code in READ_CODES + tuple(WRITE_CODES)
+            }
+            entity.gauge("rdb_estimated_keys", Unit.KEYS, "RocksDB's estimate of the keys")
+            self.partitions[gpid] = Hosted(partition, writer, app, requests)
             log.info(
                 "opened partition %d.%d (%s) in %.2fs, replayed %d mutations, last decree %d",
                 gpid[0], gpid[1], app.app_name, time.monotonic() - started,
@@ -221,7 +270,16 @@ class ReplicaServer:
             await hook(hosted)
         await hosted.writer.close()
         await asyncio.to_thread(hosted.partition.close)
+        self.registry.remove_entity("replica", f"replica@{gpid[0]}.{gpid[1]}")
         log.info("closed partition %d.%d", *gpid)
+
+    def _collect(self) -> None:
+        for (app_id, pidx), hosted in list(self.partitions.items()):
+            entity = self.registry.get_entity("replica", f"replica@{app_id}.{pidx}")
+            if entity is not None:
+                gauge = entity.get("rdb_estimated_keys")
+                if gauge is not None:
+                    gauge.set(hosted.partition.estimate_num_keys())  # type: ignore[attr-defined]
 
     def _update_app(self, hosted: Hosted, app: Any) -> None:
         hosted.app = app
@@ -303,7 +361,10 @@ class ReplicaServer:
                     continue
                 p = hosted.partition
                 p.expire_scanners()
-                hosted.sweep_cursor, _ = p.sweep_expired(hosted.sweep_cursor, SWEEP_VISITS_PER_TICK)
+                horizon = self.purge_horizon(hosted, int(time.time() * 1_000_000))
+                hosted.sweep_cursor, _ = p.sweep_expired(
+                    hosted.sweep_cursor, SWEEP_VISITS_PER_TICK, horizon
+                )
                 if time.monotonic() - hosted.last_checkpoint >= checkpoint_s:
                     hosted.last_checkpoint = time.monotonic()
                     await self.checkpoint(hosted, gc=gc_enabled)
@@ -333,18 +394,33 @@ class ReplicaServer:
 
     async def _on_write(self, req: RpcRequest) -> RpcReply:
         hosted = self._hosted(req)
+        hosted.requests[req.name].inc()
         if len(req.args_raw) > self.max_write_bytes:
             raise DupkvError(
                 ErrorCode.INVALID_DATA,
                 f"write of {len(req.args_raw)} bytes exceeds max_allowed_write_size "
                 f"{self.max_write_bytes}",
             )
+        if req.name == "RPC_RRDB_RRDB_DUPLICATE":
+            entries = req.arg.entries or []
+            if not entries:  # a shipping heartbeat: answered, never logged
+                return RpcReply(ErrorCode.OK, _DUP_HEARTBEAT_OK)
+            self._dup_requests.inc(len(entries))
+        elif req.name in ATOMIC_CODES and hosted.partition.options.duplicating:
+            if (hosted.app.envs or {}).get(REJECT_ATOMIC_ENV, "false") == "true":
+                self._rejected_atomic.inc()
+                raise DupkvError(
+                    ErrorCode.OPERATION_DISABLED,
+                    f"table {hosted.app.app_name} is duplicated and refuses atomic writes "
+                    f"({REJECT_ATOMIC_ENV}=true)",
+                )
         op = WriteOp(WRITE_CODES[req.name], req.arg, req.args_raw)
         return RpcReply(ErrorCode.OK, await hosted.writer.write(op))
 
     def _on_read(self, method: str) -> Callable[[RpcRequest], Awaitable[RpcReply]]:
         async def handler(req: RpcRequest) -> RpcReply:
             hosted = self._hosted(req)
+            hosted.requests[req.name].inc()
             return RpcReply(ErrorCode.OK, getattr(hosted.partition, method)(req.arg))
 
         return handler
@@ -354,12 +430,16 @@ class ReplicaServer:
             self._hosted(req).partition.clear_scanner(req.arg)
         return RpcReply(ErrorCode.OK, None)
 
-    # -- HTTP --------------------------------------------------------------------------
-
-    async def http_handler(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
-        from dupkv.replica.http import handle
-
-        return await handle(self, method, path, query, body)
+READ_CODES = (
+    "RPC_RRDB_RRDB_GET",
+    "RPC_RRDB_RRDB_MULTI_GET",
+    "RPC_RRDB_RRDB_BATCH_GET",
+    "RPC_RRDB_RRDB_SORTKEY_COUNT",
+    "RPC_RRDB_RRDB_TTL",
+    "RPC_RRDB_RRDB_GET_SCANNER",
+    "RPC_RRDB_RRDB_SCAN",
+)
+_DUP_HEARTBEAT_OK = rrdb.duplicate_response(error=0)
 
 
 class _Stop(Exception):

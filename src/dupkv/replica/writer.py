@@ -9,6 +9,7 @@ groups are committed to RocksDB and answered strictly in order.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._subscribers: set[asyncio.Event] = set()
         self.groups = 0
         self.ops = 0
 
@@ -45,6 +47,12 @@ class GroupCommitWriter:
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"group-commit-{self.partition.gpid}"
         )
+
+    def subscribe(self, event: asyncio.Event) -> Callable[[], None]:
+        """Set `event` after every committed group (duplication wakes on it); returns the
+        function that unsubscribes."""
+        self._subscribers.add(event)
+        return lambda: self._subscribers.discard(event)
 
     async def write(self, op: WriteOp) -> Any:
         """Queue a write and wait until it is durable and applied; returns its response."""
@@ -113,6 +121,8 @@ class GroupCommitWriter:
             return
         self.groups += 1
         self.ops += len(inflight.group)
+        for event in self._subscribers:
+            event.set()
         for (_, future), response in zip(inflight.group, responses, strict=True):
             if not future.done():
                 future.set_result(response)
