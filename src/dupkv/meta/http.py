@@ -1,38 +1,35 @@
 """The meta server's HTTP endpoints (Pegasus's `/meta/*` URLs), as JSON."""
 
-import json
 from typing import TYPE_CHECKING, Any
 
-from dupkv.rpc.httpcodec import HttpResponse
+from dupkv.base.errors import BadInput
+from dupkv.http.router import HttpStatusError
 
 if TYPE_CHECKING:
     from dupkv.meta.server import MetaServer
 
 
-def _json(status: int, obj: Any) -> HttpResponse:
-    return HttpResponse(status, "application/json", json.dumps(obj, indent=2).encode() + b"\n")
+def install_routes(server: "MetaServer") -> None:
+    async def cluster(query: dict[str, str], body: bytes) -> Any:
+        return server.cluster_info()
 
+    async def apps(query: dict[str, str], body: bytes) -> Any:
+        return server.apps_json()
 
-async def handle(
-    server: "MetaServer", method: str, path: str, query: dict[str, str], body: bytes
-) -> HttpResponse:
-    if method != "GET":
-        return _json(400, {"error_message": f"{method} is not supported; use GET"})
-    if path == "/meta/cluster":
-        return _json(200, server.cluster_info())
-    if path == "/meta/apps":
-        return _json(200, server.apps_json())
-    if path == "/meta/nodes":
-        return _json(200, server.nodes_json())
-    if path == "/meta/app":
+    async def nodes(query: dict[str, str], body: bytes) -> Any:
+        return server.nodes_json()
+
+    async def app(query: dict[str, str], body: bytes) -> Any:
         name = query.get("name", "")
         if not name:
-            return _json(400, {"error_message": "missing argument: name=<table>"})
+            raise BadInput("missing argument: name=<table>")
         found = server.app_json(name)
         if found is None:
-            return _json(404, {"error_message": f'table not found: "{name}"'})
-        return _json(200, found)
-    route = server.http_routes.get(path)
-    if route is not None:
-        return await route(query)
-    return _json(404, {"error_message": f"no such path: {path}"})
+            raise HttpStatusError(404, f'table not found: "{name}"')
+        return found
+
+    router = server.router
+    router.add("/meta/cluster", cluster, "ip:port/meta/cluster")
+    router.add("/meta/apps", apps, "ip:port/meta/apps")
+    router.add("/meta/nodes", nodes, "ip:port/meta/nodes")
+    router.add("/meta/app", app, "ip:port/meta/app?name=<table>")

@@ -14,7 +14,11 @@ from typing import Any
 
 from dupkv.base.config import Config
 from dupkv.base.errors import DupkvError, ErrorCode
+from dupkv.http.common import VersionInfo, common_routes
+from dupkv.http.router import HttpRouter
+from dupkv.meta.http import install_routes
 from dupkv.meta.state import AppStatus, MetaError, MetaState, Plan
+from dupkv.metrics import Registry
 from dupkv.meta.store import MetaStore, open_store
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid, unpack_address, unpack_gpid
@@ -43,7 +47,13 @@ class MetaServer:
         self.started_at = time.time()
         self._lock = asyncio.Lock()
         self.extra_handlers: dict[str, Handler] = {}
+        # path -> async handler(query) returning an HttpResponse or a JSON-able object;
+        # registered into the router at start (duplication adds its endpoint here).
         self.http_routes: dict[str, Callable[[dict[str, str]], Awaitable[Any]]] = {}
+        self.registry = Registry("meta", config.cluster_name, host, self.port)
+        self.router = HttpRouter()
+        common_routes(self.router, self.registry, VersionInfo(), self.started_at)
+        install_routes(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -67,7 +77,9 @@ class MetaServer:
             "RPC_CM_CONFIG_SYNC": self.on_config_sync,
             **self.extra_handlers,
         }
-        self.rpc = RpcServer(self.host, self.port, handlers, self.http_handler)
+        for path, route in self.http_routes.items():
+            self.router.add(path, _query_only(route), f"ip:port{path}")
+        self.rpc = RpcServer(self.host, self.port, handlers, self.router)
         await self.rpc.start()
         log.info("meta server of %s serving on %s", cfg.cluster_name, self.address)
 
@@ -358,7 +370,11 @@ class MetaServer:
             },
         }
 
-    async def http_handler(self, method: str, path: str, query: dict[str, str], body: bytes) -> Any:
-        from dupkv.meta.http import handle
 
-        return await handle(self, method, path, query, body)
+def _query_only(
+    route: Callable[[dict[str, str]], Awaitable[Any]],
+) -> Callable[[dict[str, str], bytes], Awaitable[Any]]:
+    async def handler(query: dict[str, str], body: bytes) -> Any:
+        return await route(query)
+
+    return handler
