@@ -249,9 +249,10 @@ class Scanner:
     def _restart(self, cause: DupkvError) -> None:
         self._restarts += 1
         if self._restarts > MAX_RESTARTS:
-            raise DupkvError(
-                cause.code, f"scan restarted {MAX_RESTARTS} times without progress; last: {cause}"
-            ) from cause
+            note = f"restarted {MAX_RESTARTS} times without progress"
+            if isinstance(cause, PegasusError):
+                raise PegasusError(cause.status, cause.op, f"{cause.where}; {note}") from cause
+            raise DupkvError(cause.code, f"scan {note}; last: {cause}") from cause
         log.info("restarting scan after %s", cause)
         self._context_id = CONTEXT_ID_NOT_EXIST
         if self.options.only_return_count:

@@ -23,6 +23,7 @@ from typing import Any
 
 from dupkv.base.errors import DupkvError, ErrorCode
 from dupkv.base.timeutil import EPOCH_BEGIN
+from dupkv.client import Client, Table
 from dupkv.rpc.codes import TASK_CODES
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid
@@ -526,3 +527,14 @@ async def fake_cluster(replicas: int = 2, metas: int = 1) -> AsyncIterator[FakeC
         yield cluster
     finally:
         await cluster.stop()
+
+
+@asynccontextmanager
+async def opened_table(
+    replicas: int = 2, partitions: int = 4, name: str = "t"
+) -> AsyncIterator[tuple[FakeCluster, FakeTable, Table]]:
+    """A fake cluster with one table, and that table opened by a connected client."""
+    async with fake_cluster(replicas) as c:
+        t = c.add_table(name, partitions)
+        async with await Client.connect(c.meta_address) as client:
+            yield c, t, await client.open_table(name)
