@@ -106,6 +106,10 @@ class Client:
         return client
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def leader(self) -> str | None:
         """The meta server that answered last (the leader, as far as we know)."""
         return self._leader
@@ -126,7 +130,7 @@ class Client:
         """Send a meta RPC (a task code of dupkv.rpc.codes) to the leader; the response as
         sent, `err` included. Raises DupkvError when no meta server answers in time."""
         if self._closed:
-            raise DupkvError(ErrorCode.SESSION_RESET, "the client is closed")
+            raise DupkvError(ErrorCode.SESSION_RESET, f"{code}: client closed")
         loop = asyncio.get_running_loop()
         ms = self.timeout_ms if timeout_ms is None else timeout_ms
         deadline = loop.time() + ms / 1000

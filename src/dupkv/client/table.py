@@ -106,10 +106,15 @@ class Table:
         return f"Table({self.name!r}, app_id={self.app_id}, partitions={self.partition_count})"
 
     async def refresh_route(self, timeout_ms: int | None = None) -> None:
-        """Re-query the table's partition map now."""
+        """Re-query the table's partition map now; raises DupkvError if that fails."""
         deadline = self._deadline(timeout_ms)
-        if not await self._refresh_within(self._refresh_gen, deadline):
-            raise DupkvError(ErrorCode.TIMEOUT, f"refresh route of table {self.name!r}")
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(remaining), self._refresh_lock:
+                left = deadline - asyncio.get_running_loop().time()
+                await self._refresh(int(left * 1000), quiet=False)
+        except TimeoutError:
+            raise DupkvError(ErrorCode.TIMEOUT, f"refresh route of table {self.name!r}") from None
 
     # -- single-key operations -----------------------------------------------------------
 
@@ -468,6 +473,8 @@ class Table:
         Returns the response struct (its RocksDB status is the caller's to judge); raises
         DupkvError for frame-level failures and ERR_TIMEOUT when the deadline passes.
         """
+        if self._client.closed:
+            raise DupkvError(ErrorCode.SESSION_RESET, f"{op} on table {self.name!r}: client closed")
         loop = asyncio.get_running_loop()
         deadline = self._deadline(timeout_ms)
         attempt = 0
@@ -540,13 +547,19 @@ class Table:
             return False
         return True
 
-    async def _refresh(self, timeout_ms: int) -> None:
+    async def _refresh(self, timeout_ms: int, *, quiet: bool = True) -> None:
+        """One query_cfg; call with `_refresh_lock` held. A failure that leaves the table in
+        place is logged and swallowed when `quiet` (the caller's retry loop goes on with the
+        old route); a table that is gone always raises."""
+        self._stale = False  # one attempt answers a stale mark, whatever its outcome
         try:
             route = await self._client._fetch_route(self.name, timeout_ms=max(1, timeout_ms))
         except DupkvError as e:
             self._refresh_gen += 1
             if e.code in TABLE_GONE:
                 raise DupkvError(e.code, f"table {self.name!r} is gone: {e.hint}") from e
+            if not quiet:
+                raise
             log.info("route refresh of table %r failed: %s", self.name, e)
             return
         self._refresh_gen += 1
@@ -555,7 +568,6 @@ class Table:
                 "table %r now has app_id %d (was %d)", self.name, route.app_id, self._route.app_id
             )
         self._route = route
-        self._stale = False
         self.refresh_count += 1
 
 

@@ -193,3 +193,32 @@ async def test_no_meta_server_reachable() -> None:
                 await client.list_tables()
             assert info.value.code in (ErrorCode.TIMEOUT, ErrorCode.NETWORK_FAILURE)
     assert time.monotonic() - start < 3.0
+
+
+@run_async
+async def test_lost_connection_on_incr_fails_and_marks_the_route_stale() -> None:
+    async with opened_table(replicas=1) as (c, _, table):
+        rep = c.replicas[0]
+        rep.errors[INCR] = [ErrorCode.SESSION_RESET]
+        with pytest.raises(DupkvError, match="may or may not") as info:
+            await table.incr(b"h", b"n")
+        assert info.value.code == ErrorCode.SESSION_RESET and table.refresh_count == 0
+        assert await table.get(b"h", b"n") is None  # re-queries the route first
+        assert table.refresh_count == 1 and c.meta_calls() == 2
+        await table.get(b"h", b"n")
+        assert c.meta_calls() == 2
+
+
+@run_async
+async def test_explicit_refresh_and_closed_client() -> None:
+    async with opened_table(replicas=1) as (c, t, table):
+        c.move(t, 0, None)
+        await table.refresh_route()
+        assert table.route.primaries[0] is None and table.refresh_count == 1
+        await c.metas[0].server.stop()
+        with pytest.raises(DupkvError):
+            await table.refresh_route(timeout_ms=300)
+        await table._client.close()
+        with pytest.raises(DupkvError, match="client closed") as info:
+            await table.get(b"h", b"s")
+        assert info.value.code == ErrorCode.SESSION_RESET
