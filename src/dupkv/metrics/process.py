@@ -12,7 +12,7 @@ from dupkv.metrics.registry import Registry, Unit
 
 STATM_PATH = "/proc/self/statm"
 COLLECTOR_NAME = "process"
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _MB = 1024 * 1024
 
 
@@ -40,7 +40,7 @@ def install_process_metrics(registry: Registry, statm_path: str = STATM_PATH) ->
                 text = f.read()
         except FileNotFoundError:
             return
-        vm_mb, rss_mb = parse_statm(text, _PAGE_BYTES)
+        vm_mb, rss_mb = parse_statm(text, PAGE_BYTES)
         virtual.set(vm_mb)
         resident.set(rss_mb)
 

@@ -28,8 +28,9 @@ entity and a gauge in another), and no two names may map to the same Prometheus 
 are needed for a valid Prometheus exposition.
 """
 
+import bisect
+import itertools
 import re
-from array import array
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
@@ -162,41 +163,62 @@ class Gauge(Metric):
 
 
 class Percentile(Metric):
-    """p50..p999 over the last `window` samples, plus the lifetime count and sum.
+    """p50..p999 of the recent integer samples (latency in ns, lag in ms), plus the lifetime
+    count and sum.
 
-    The samples live in a ring (an unboxed `array`, grown as samples arrive, so an idle
-    metric costs next to nothing and a busy one at most 8 bytes a slot). Quantiles are
-    computed when asked for, and only again once something was observed since. Like
-    Pegasus's, an idle percentile keeps showing its last samples: the window is the last N
-    samples, not the last N seconds. Samples are integers (latency in ns, lag in ms) unless
-    the metric was made with `floating=True`; a float observed into an integer percentile
-    raises TypeError rather than being truncated.
+    Pegasus keeps the last 4096 raw samples and sorts them on a timer. Sorting 4096 Python
+    ints costs ~0.5 ms, which for a few thousand busy percentiles would stall the event
+    loop for seconds at every scrape, so we keep a log-linear histogram instead: values
+    below 128 exactly, larger ones (either sign) in 64 buckets per power of two, each read
+    back as its midpoint, at most 1/128 (0.8%) off the true sample. The window is two
+    generations of `window // 2` samples: the current one fills, then replaces the previous
+    one, so quantiles always cover the last `window // 2` to `window` samples. An idle
+    percentile keeps showing its last figures, as Pegasus's does.
+
+    Costs: observe is a few integer operations and one dict update (~0.3 us, see
+    bench/metrics.py). Quantiles merge the two generations and sort the occupied buckets
+    (tens to a few hundred: ~40 us for a typical latency spread), and only again once
+    something was observed. Memory is bounded by the buckets a generation can occupy (at
+    most `window // 2`, and ~7,500 for any 64-bit values). A float (or any non-int) raises
+    AttributeError before anything is counted.
     """
 
     TYPE = "Percentile"
-    __slots__ = ("_ring", "_window", "_n", "_sum", "_cached_at", "_cached")
+    __slots__ = ("_cur", "_prev", "_half", "_left", "_n", "_sum", "_cached_at", "_cached")
 
-    def __init__(self, name: str, unit: str, desc: str, window: int, floating: bool) -> None:
+    def __init__(self, name: str, unit: str, desc: str, window: int) -> None:
         super().__init__(name, unit, desc)
-        self._ring = array("d" if floating else "q")
-        self._window = window
+        self._cur: dict[int, int] = {}  # bucket key -> samples, filling
+        self._prev: dict[int, int] = {}  # the generation before, full (or empty at first)
+        self._half = window // 2
+        self._left = self._half  # samples the current generation still takes
         self._n = 0
-        self._sum: int | float = 0.0 if floating else 0
+        self._sum = 0
         self._cached_at = -1
-        self._cached: dict[str, int | float] = {}
+        self._cached: dict[str, int] = {}
 
-    def observe(self, value: float) -> None:
-        n = self._n
-        if n < self._window:
-            self._ring.append(value)  # type: ignore[arg-type]  # an int for "q" rings
-        else:
-            self._ring[n % self._window] = value  # type: ignore[call-overload]
-        self._n = n + 1
+    def observe(self, value: int) -> None:
+        key = value
+        shift = value.bit_length() - _EXACT_BITS
+        if shift > 0:
+            if value > 0:
+                key = (shift << _SUB_BITS) + (value >> shift)
+            else:
+                key = -((shift << _SUB_BITS) + (-value >> shift))
+        counts = self._cur
+        counts[key] = counts.get(key, 0) + 1
+        self._n += 1
         self._sum += value
+        self._left -= 1
+        if not self._left:
+            self._prev = counts
+            self._cur = {}
+            self._left = self._half
 
     @property
     def window(self) -> int:
-        return self._window
+        """The most samples the quantiles cover (at least half as many once it is full)."""
+        return self._half * 2
 
     @property
     def count(self) -> int:
@@ -204,29 +226,50 @@ class Percentile(Metric):
         return self._n
 
     @property
-    def sum(self) -> int | float:
+    def sum(self) -> int:
         """Sum of every sample observed since the metric was made."""
         return self._sum
 
     def samples(self) -> int:
-        """How many samples the window holds now (at most `window`)."""
-        return len(self._ring)
+        """How many samples the quantiles cover now."""
+        return (self._half if self._prev else 0) + self._half - self._left
 
-    def quantiles(self) -> dict[str, int | float]:
+    def quantiles(self) -> dict[str, int]:
         """{"p50": v, ..., "p999": v} over the window; all 0 before the first sample.
 
         The k-th quantile of n sorted samples is the one at index int(n * k), as Pegasus
-        computes it (`kth_percentile_to_nth_index`).
+        computes it (`kth_percentile_to_nth_index`), read back from its bucket.
         """
         if self._cached_at != self._n:
-            data = sorted(self._ring)
-            size = len(data)
-            if size == 0:
-                self._cached = {field: 0 for field, _ in QUANTILES}
-            else:
-                self._cached = {field: data[min(int(size * q), size - 1)] for field, q in QUANTILES}
+            window = self._prev.copy()
+            for key, n in self._cur.items():
+                window[key] = window.get(key, 0) + n
+            keys = sorted(window)
+            running = list(itertools.accumulate(map(window.__getitem__, keys)))
+            total = running[-1] if running else 0
+            out = {field: 0 for field, _ in QUANTILES}
+            for field, q in QUANTILES:
+                if total:
+                    index = min(int(total * q), total - 1)
+                    out[field] = _bucket_value(keys[bisect.bisect_right(running, index)])
+            self._cached = out
             self._cached_at = self._n
         return dict(self._cached)
+
+
+_EXACT_BITS = 7  # |values| below 2**7 are kept exactly
+_SUB_BITS = 6  # above, 2**6 buckets per power of two
+
+
+def _bucket_value(key: int) -> int:
+    """The midpoint of the values `Percentile.observe` files under `key`."""
+    if -(1 << _EXACT_BITS) < key < (1 << _EXACT_BITS):
+        return key
+    k = abs(key)
+    shift = (k >> _SUB_BITS) - 1
+    low = (k - (shift << _SUB_BITS)) << shift
+    mid = low + (1 << (shift - 1))
+    return mid if key > 0 else -mid
 
 
 M = TypeVar("M", bound=Metric)
@@ -276,12 +319,11 @@ class Entity:
         desc: str,
         *,
         window: int = DEFAULT_WINDOW,
-        floating: bool = False,
     ) -> Percentile:
-        if not 1 <= window <= MAX_WINDOW:
-            raise InvariantError(f"percentile {name}: window {window} not in 1..{MAX_WINDOW}")
+        if not 2 <= window <= MAX_WINDOW:
+            raise InvariantError(f"percentile {name}: window {window} not in 2..{MAX_WINDOW}")
         return self._find_or_make(
-            Percentile, name, unit, desc, lambda: Percentile(name, unit, desc, window, floating)
+            Percentile, name, unit, desc, lambda: Percentile(name, unit, desc, window)
         )
 
     def _find_or_make(
