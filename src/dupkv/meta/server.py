@@ -16,10 +16,11 @@ from dupkv.base.config import Config
 from dupkv.base.errors import DupkvError, ErrorCode
 from dupkv.http.common import VersionInfo, common_routes
 from dupkv.http.router import HttpRouter
+from dupkv.meta.dup_service import install as install_duplication
 from dupkv.meta.http import install_routes
 from dupkv.meta.state import AppStatus, MetaError, MetaState, Plan
-from dupkv.metrics import Registry
 from dupkv.meta.store import MetaStore, open_store
+from dupkv.metrics import Registry
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid, unpack_address, unpack_gpid
 from dupkv.rpc.server import RpcReply, RpcRequest, RpcServer
@@ -50,6 +51,8 @@ class MetaServer:
         # path -> async handler(query) returning an HttpResponse or a JSON-able object;
         # registered into the router at start (duplication adds its endpoint here).
         self.http_routes: dict[str, Callable[[dict[str, str]], Awaitable[Any]]] = {}
+        # Called in order once the tables are loaded, before serving (e.g. duplications).
+        self.load_hooks: list[Callable[[], Awaitable[None]]] = []
         self.registry = Registry("meta", config.cluster_name, host, self.port)
         self.router = HttpRouter()
         common_routes(self.router, self.registry, VersionInfo(), self.started_at)
@@ -66,6 +69,7 @@ class MetaServer:
             zk_timeout_ms=cfg.get("zookeeper", "timeout_ms"),
             root=cfg.cluster_root,
         )
+        install_duplication(self)
         await self._load()
         handlers: dict[str, Handler] = {
             "RPC_CM_QUERY_PARTITION_CONFIG_BY_INDEX": self.on_query_cfg,
@@ -111,6 +115,8 @@ class MetaServer:
                         partitions[int(child)] = blob
             self.state.load_app(app_json, partitions)
         log.info("loaded %d tables from %s", len(self.state.apps), apps_path)
+        for hook in self.load_hooks:
+            await hook()
 
     async def run_plan(self, plan: Plan | None) -> Any:
         """Persist a plan's writes, then apply it to memory. Call with `_lock` held."""
