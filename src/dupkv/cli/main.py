@@ -1,9 +1,9 @@
 """The `dupkv` command: run servers, the shell and the onebox.
 
-    dupkv meta --config FILE [--port N]
-    dupkv replica --config FILE [--port N] [--data-dir DIR]
-    dupkv shell [--cluster NAME | --meta ADDRS] [--config FILE] [-e "COMMANDS"]
-    dupkv onebox start|stop|status|clean [--dir DIR]
+dupkv meta --config FILE [--port N]
+dupkv replica --config FILE [--port N] [--data-dir DIR]
+dupkv shell [--cluster NAME | --meta ADDRS] [--config FILE] [-e "COMMANDS"]
+dupkv onebox start|stop|status|clean [--dir DIR]
 """
 
 import argparse
@@ -86,8 +86,10 @@ def cmd_onebox(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dupkv", description="dupkv: Pegasus-compatible KV store "
-                                 "with cross-datacenter duplication")
+    ap = argparse.ArgumentParser(
+        prog="dupkv",
+        description="dupkv: Pegasus-compatible KV store with cross-datacenter duplication",
+    )
     ap.add_argument("--version", action="version", version=f"dupkv {__version__}")
     ap.add_argument("--log-level", default="info", help="debug, info, warning or error")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -109,12 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", "-n", help="cluster name from [pegasus.clusters] of --config")
     p.add_argument("--meta", help="meta servers, host:port[,host:port]")
     p.add_argument("--config", help="INI config with [pegasus.clusters] (for -n and dup add)")
-    p.add_argument("-e", dest="execute", help="run these commands (';' or newline separated) and exit")
+    p.add_argument(
+        "-e", dest="execute", help="run these commands (';' or newline separated) and exit"
+    )
     p.set_defaults(func=cmd_shell)
 
     p = sub.add_parser("onebox", help="two clusters on this machine: start|stop|status|clean")
     p.add_argument("action", choices=["start", "stop", "status", "clean"])
-    p.add_argument("--dir", default="onebox", help="folder for configs, data and logs (default ./onebox)")
+    p.add_argument(
+        "--dir", default="onebox", help="folder for configs, data and logs (default ./onebox)"
+    )
     p.set_defaults(func=cmd_onebox)
     return ap
 

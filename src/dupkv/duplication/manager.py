@@ -41,11 +41,13 @@ class DupMetrics:
         e = entity
         self.lagging_threshold_ms = lagging_threshold_ms
         self.time_lag = e.percentile(
-            "dup.time_lag_ms", Unit.MILLISECONDS,
+            "dup.time_lag_ms",
+            Unit.MILLISECONDS,
             "Time from a write at the source to its acknowledgement by the remote cluster",
         )
         self.lagging_writes = e.counter(
-            "dup.lagging_writes", Unit.REQUESTS,
+            "dup.lagging_writes",
+            Unit.REQUESTS,
             "Shipped writes whose lag exceeded dup_lagging_write_threshold_ms",
         )
         self.pending = e.gauge(
@@ -189,7 +191,8 @@ class DupManager:
         metrics = self.metrics.get(gpid)
         if metrics is None:
             entity = self.server.registry.entity(
-                "replica", f"replica@{gpid[0]}.{gpid[1]}",
+                "replica",
+                f"replica@{gpid[0]}.{gpid[1]}",
                 {"table_id": str(gpid[0]), "partition_id": str(gpid[1])},
             )
             threshold = self.config.get("pegasus.server", "dup_lagging_write_threshold_ms")
@@ -209,7 +212,9 @@ class DupManager:
         duplicator = Duplicator(
             partition=hosted.partition,
             commit_signal=hosted.writer.subscribe,
-            target=DupTarget(slot.dupid, remote, entry.remote_app_name or hosted.app.app_name, metas),
+            target=DupTarget(
+                slot.dupid, remote, entry.remote_app_name or hosted.app.app_name, metas
+            ),
             cluster_id=self.cluster_id,
             pool=self.server.pool,
             limits=self.limits,
@@ -230,7 +235,12 @@ class DupManager:
         slot.shipped_decree = max(slot.shipped_decree, duplicator.shipped_decree)
         slot.duplicator = None
         await duplicator.stop()
-        log.info("dup %d %s: paused at decree %d", slot.dupid, duplicator.partition.gpid, slot.shipped_decree)
+        log.info(
+            "dup %d %s: paused at decree %d",
+            slot.dupid,
+            duplicator.partition.gpid,
+            slot.shipped_decree,
+        )
 
     async def _drop(self, key: tuple[tuple[int, int], int]) -> None:
         slot = self.slots.pop(key)

@@ -165,10 +165,16 @@ class Duplicator:
         self.start_decree = await asyncio.to_thread(self._start_decree)
         log.info(
             "dup %d %s -> %s.%s: shipping from decree %d (remote has %d partitions)",
-            self.target.dupid, self.partition.gpid, self.target.remote_cluster,
-            self.target.remote_app_name, self.start_decree, route.partition_count,
+            self.target.dupid,
+            self.partition.gpid,
+            self.target.remote_cluster,
+            self.target.remote_app_name,
+            self.start_decree,
+            route.partition_count,
         )
-        self.pipeline = Pipeline(self.start_decree, route.partition_count, self.limits, self.fail_mode)
+        self.pipeline = Pipeline(
+            self.start_decree, route.partition_count, self.limits, self.fail_mode
+        )
         self._reader = self.partition.plog.reader(self.start_decree)
         unsubscribe = self._commit_signal(self._wake)
         try:
@@ -210,8 +216,10 @@ class Duplicator:
                 tg.create_task(self._heartbeat(action.remote_pidx))
             elif isinstance(action, WakeAt):
                 timeout = min(timeout, max(0.0, (action.at_ms - now) / 1000))
-        self.metrics.pending.set(pipeline.pending_writes() + max(
-            0, self.partition.last_committed_decree - pipeline.next_load + 1))
+        self.metrics.pending.set(
+            pipeline.pending_writes()
+            + max(0, self.partition.last_committed_decree - pipeline.next_load + 1)
+        )
         return timeout
 
     # -- loading -----------------------------------------------------------------------
@@ -255,7 +263,9 @@ class Duplicator:
         pipeline.loaded(entries, upto)
         self._wake.set()
 
-    def _read(self, from_decree: int, max_bytes: int, committed: int) -> tuple[list[Entry], int, int, int]:
+    def _read(
+        self, from_decree: int, max_bytes: int, committed: int
+    ) -> tuple[list[Entry], int, int, int]:
         reader = self._reader
         assert reader is not None
         assert reader.next_decree == from_decree, (reader.next_decree, from_decree)
@@ -276,7 +286,10 @@ class Duplicator:
         self._load_errors += 1
         self.metrics.load_file_failed.inc()
         self.last_error = f"cannot read the plog: {error}"
-        if self.fail_mode == FailMode.FAIL_SKIP and self._load_errors >= self.limits.skip_after_attempts:
+        if (
+            self.fail_mode == FailMode.FAIL_SKIP
+            and self._load_errors >= self.limits.skip_after_attempts
+        ):
             reader = self._reader
             assert reader is not None and self.pipeline is not None
             try:
@@ -294,12 +307,20 @@ class Duplicator:
             self._load_errors = 0
             log.error(
                 "dup %d %s: FAIL_SKIP skipped decrees %d..%d that could not be read: %s",
-                self.target.dupid, self.partition.gpid, first, last, error,
+                self.target.dupid,
+                self.partition.gpid,
+                first,
+                last,
+                error,
             )
         else:
             log.error(
-                "dup %d %s: %s (attempt %d, %s)", self.target.dupid, self.partition.gpid,
-                self.last_error, self._load_errors, FailMode(self.fail_mode).name,
+                "dup %d %s: %s (attempt %d, %s)",
+                self.target.dupid,
+                self.partition.gpid,
+                self.last_error,
+                self._load_errors,
+                FailMode(self.fail_mode).name,
             )
 
     # -- shipping ----------------------------------------------------------------------
@@ -310,8 +331,11 @@ class Duplicator:
         request = rrdb.duplicate_request(
             entries=[
                 rrdb.duplicate_entry(
-                    timestamp=e.timestamp_us, task_code=e.code, raw_message=e.raw,
-                    cluster_id=self.cluster_id, verify_timetag=True,
+                    timestamp=e.timestamp_us,
+                    task_code=e.code,
+                    raw_message=e.raw,
+                    cluster_id=self.cluster_id,
+                    verify_timetag=True,
                 )
                 for e in batch.entries
             ]
@@ -336,14 +360,23 @@ class Duplicator:
                 self.metrics.skipped_writes.inc(skipped.writes)
                 log.error(
                     "dup %d %s: FAIL_SKIP skipped %d writes, decrees %d..%d, after %d attempts: %s",
-                    self.target.dupid, self.partition.gpid, skipped.writes,
-                    skipped.first_decree, skipped.last_decree, batch.attempts, error,
+                    self.target.dupid,
+                    self.partition.gpid,
+                    skipped.writes,
+                    skipped.first_decree,
+                    skipped.last_decree,
+                    batch.attempts,
+                    error,
                 )
             elif batch.attempts in (1, 10) or batch.attempts % 100 == 0:
                 log.warning(
                     "dup %d %s: shipping to %s partition %d failed (attempt %d): %s",
-                    self.target.dupid, self.partition.gpid, self.target.remote_cluster,
-                    batch.remote_pidx, batch.attempts, error,
+                    self.target.dupid,
+                    self.partition.gpid,
+                    self.target.remote_cluster,
+                    batch.remote_pidx,
+                    batch.attempts,
+                    error,
                 )
         self._wake.set()
 
@@ -368,8 +401,11 @@ class Duplicator:
         address = route.primaries[remote_pidx]
         assert address is not None
         err, resp = await self.pool.call(
-            address, DUPLICATE, request,
-            app_id=route.app_id, partition_index=remote_pidx,
+            address,
+            DUPLICATE,
+            request,
+            app_id=route.app_id,
+            partition_index=remote_pidx,
             timeout_ms=self.rpc_timeout_ms,
         )
         if err != ErrorCode.OK:

@@ -45,7 +45,9 @@ def parse_int64(data: bytes) -> int | None:
 
 
 def _all_digits(digits: bytes, base: int) -> bool:
-    allowed = b"0123456789abcdefABCDEF" if base == 16 else b"01234567" if base == 8 else b"0123456789"
+    allowed = (
+        b"0123456789abcdefABCDEF" if base == 16 else b"01234567" if base == 8 else b"0123456789"
+    )
     return all(c in allowed for c in digits)
 
 

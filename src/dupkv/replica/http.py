@@ -21,7 +21,9 @@ def _app_id(query: dict[str, str], name: str) -> int:
 def install_routes(server: "ReplicaServer") -> None:
     async def data_version(query: dict[str, str], body: bytes) -> Any:
         app_id = _app_id(query, "app_id")
-        return {str(p): {"data_version": "1"} for (a, p) in sorted(server.partitions) if a == app_id}
+        return {
+            str(p): {"data_version": "1"} for (a, p) in sorted(server.partitions) if a == app_id
+        }
 
     async def partitions(query: dict[str, str], body: bytes) -> Any:
         return {

@@ -289,7 +289,10 @@ class Partition:
         """A response struct carrying this partition's identity."""
         o = self.options
         return cls(
-            error=error, app_id=o.app_id, partition_index=o.partition_index, server=o.server,
+            error=error,
+            app_id=o.app_id,
+            partition_index=o.partition_index,
+            server=o.server,
             **fields,
         )
 
@@ -354,7 +357,9 @@ class Partition:
     ) -> tuple[Any, list[_Logged] | None]:
         hint = self._check_duplicate(op.request)
         if hint:
-            return rrdb.duplicate_response(error=RocksStatus.INVALID_ARGUMENT, error_hint=hint), None
+            return rrdb.duplicate_response(
+                error=RocksStatus.INVALID_ARGUMENT, error_hint=hint
+            ), None
         return rrdb.duplicate_response(error=RocksStatus.OK), [_logged(op)]
 
     def _check_duplicate(self, req: Any) -> str:
@@ -400,9 +405,7 @@ class Partition:
                 ), None
             old, old_expire = self._read_live(ov, req.key, epoch_now)
             r = atomic.evaluate_incr(old, old_expire, req.increment, req.expire_ts_seconds or 0)
-            response = self._response(
-                rrdb.incr_response, r.error, new_value=r.new_value, decree=0
-            )
+            response = self._response(rrdb.incr_response, r.error, new_value=r.new_value, decree=0)
             if r.produced is None:
                 return response, None
             _, value, expire_ts = r.produced.puts[0]

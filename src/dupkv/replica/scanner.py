@@ -140,9 +140,13 @@ class ScannerTable:
             return False
         if ctx.hash_key_filter_type or ctx.sort_key_filter_type:
             hash_key, sort_key = schema.decode_key(key)
-            if not schema.filter_match(ctx.hash_key_filter_type, ctx.hash_key_filter_pattern, hash_key):
+            if not schema.filter_match(
+                ctx.hash_key_filter_type, ctx.hash_key_filter_pattern, hash_key
+            ):
                 return False
-            if not schema.filter_match(ctx.sort_key_filter_type, ctx.sort_key_filter_pattern, sort_key):
+            if not schema.filter_match(
+                ctx.sort_key_filter_type, ctx.sort_key_filter_pattern, sort_key
+            ):
                 return False
         return True
 

@@ -112,7 +112,8 @@ class ReplicaServer:
             "dup_requests", Unit.REQUESTS, "Duplicated writes received from other clusters"
         )
         self._rejected_atomic = server_entity.counter(
-            "dup.disabled_non_idempotent_write_count", Unit.REQUESTS,
+            "dup.disabled_non_idempotent_write_count",
+            Unit.REQUESTS,
             "Atomic writes refused on duplicated tables (ERR_OPERATION_DISABLED)",
         )
         # Hooks for duplication (see dupkv.duplication.manager).
@@ -203,7 +204,9 @@ class ReplicaServer:
         try:
             default_ttl = int(envs.get("default_ttl", "0"))
         except ValueError:
-            log.warning("table %s: ignoring invalid default_ttl %r", app.app_name, envs["default_ttl"])
+            log.warning(
+                "table %s: ignoring invalid default_ttl %r", app.app_name, envs["default_ttl"]
+            )
             default_ttl = 0
         return PartitionOptions(
             app_id=app.app_id,
@@ -240,12 +243,14 @@ class ReplicaServer:
             writer = GroupCommitWriter(partition)
             writer.start()
             entity = self.registry.entity(
-                "replica", f"replica@{gpid[0]}.{gpid[1]}",
+                "replica",
+                f"replica@{gpid[0]}.{gpid[1]}",
                 {"table_id": str(gpid[0]), "partition_id": str(gpid[1])},
             )
             requests = {
                 code: entity.counter(
-                    f"{code.removeprefix('RPC_RRDB_RRDB_').lower()}_requests", Unit.REQUESTS,
+                    f"{code.removeprefix('RPC_RRDB_RRDB_').lower()}_requests",
+                    Unit.REQUESTS,
                     f"{code} requests served",
                 )
                 for code in READ_CODES + tuple(WRITE_CODES)
@@ -254,8 +259,12 @@ class ReplicaServer:
             self.partitions[gpid] = Hosted(partition, writer, app, requests)
             log.info(
                 "opened partition %d.%d (%s) in %.2fs, replayed %d mutations, last decree %d",
-                gpid[0], gpid[1], app.app_name, time.monotonic() - started,
-                partition.replayed, partition.last_committed_decree,
+                gpid[0],
+                gpid[1],
+                app.app_name,
+                time.monotonic() - started,
+                partition.replayed,
+                partition.last_committed_decree,
             )
         except Exception:
             log.exception("failed to open partition %d.%d", *gpid)
@@ -429,6 +438,7 @@ class ReplicaServer:
         with contextlib.suppress(DupkvError):
             self._hosted(req).partition.clear_scanner(req.arg)
         return RpcReply(ErrorCode.OK, None)
+
 
 READ_CODES = (
     "RPC_RRDB_RRDB_GET",

@@ -23,8 +23,8 @@ from rocksdict import (
     Cache,
     DBCompressionType,
     Options,
-    ReadOptions,
     Rdict,
+    ReadOptions,
     WriteBatch,
     WriteOptions,
 )

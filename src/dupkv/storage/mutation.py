@@ -48,7 +48,9 @@ IDEMPOTENT_CODES = frozenset(
 )
 ATOMIC_CODES = frozenset({TaskCode.INCR, TaskCode.CHECK_AND_SET, TaskCode.CHECK_AND_MUTATE})
 # The user writes duplication ships; DUPLICATE itself is never shipped again (loop prevention).
-SHIPPABLE_CODES = frozenset({TaskCode.PUT, TaskCode.MULTI_PUT, TaskCode.REMOVE, TaskCode.MULTI_REMOVE})
+SHIPPABLE_CODES = frozenset(
+    {TaskCode.PUT, TaskCode.MULTI_PUT, TaskCode.REMOVE, TaskCode.MULTI_REMOVE}
+)
 
 _HEAD = struct.Struct(">QH")
 _UPDATE = struct.Struct(">BI")

@@ -38,7 +38,10 @@ def test_any_pair_of_partition_counts_routes_each_write_by_its_own_key():
     for remote_count in (2, 3, 4, 8, 16):
         for i in range(200):
             hk = b"key%d" % i
-            assert remote_partition(TaskCode.PUT, put_raw(hk), remote_count) == crc64(hk) % remote_count
+            assert (
+                remote_partition(TaskCode.PUT, put_raw(hk), remote_count)
+                == crc64(hk) % remote_count
+            )
 
 
 def test_load_then_ship_per_remote_partition_and_advance_in_order():
@@ -115,7 +118,9 @@ def test_failed_batch_is_retried_with_capped_backoff_forever_under_fail_slow():
 
 
 def test_fail_skip_drops_a_batch_after_bounded_attempts_and_moves_on():
-    p = Pipeline(1, 1, Limits(window=1, skip_after_attempts=3, backoff_base_ms=1), FailMode.FAIL_SKIP)
+    p = Pipeline(
+        1, 1, Limits(window=1, skip_after_attempts=3, backoff_base_ms=1), FailMode.FAIL_SKIP
+    )
     p.poll(0, 2)
     p.loaded([entry(1, b"k"), entry(2, b"k")], 2)
     now = 0

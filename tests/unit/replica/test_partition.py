@@ -200,8 +200,10 @@ def test_multi_put_and_multi_remove(make):
 
 def test_invalid_writes_get_error_4_and_an_empty_write(make):
     p = make()
-    too_long = WriteOp(TaskCode.PUT, rrdb.update_request(
-        key=b"\xff\xff" + b"x" * 65535, value=b"v", expire_ts_seconds=0))
+    too_long = WriteOp(
+        TaskCode.PUT,
+        rrdb.update_request(key=b"\xff\xff" + b"x" * 65535, value=b"v", expire_ts_seconds=0),
+    )
     ra, rb, rc = p.write([multi_put(b"h", []), multi_remove(b"h", []), too_long])
     assert (ra.error, rb.error, rc.error) == (4, 4, 4)
     assert (ra.decree, rb.decree, rc.decree) == (1, 2, 3)
