@@ -109,6 +109,9 @@ class HttpRouter:
             )
         try:
             result = await route.handler(query, body)
+            if isinstance(result, HttpResponse):
+                return result
+            return json_response(200, result)  # inside: an object json cannot take is a bug
         except BadInput as e:
             return error_response(400, str(e))
         except HttpStatusError as e:
@@ -117,6 +120,3 @@ class HttpRouter:
             self.handler_errors += 1
             log.exception("HTTP handler for %s %s failed", method, route.path)
             return error_response(500, f"internal error ({type(e).__name__}); see the server log")
-        if isinstance(result, HttpResponse):
-            return result
-        return json_response(200, result)

@@ -44,7 +44,11 @@ async def serving():
     async def raw(query: dict[str, str], body: bytes) -> HttpResponse:
         return HttpResponse(200, "text/plain; charset=utf-8", b"as is\n")
 
+    async def unserializable(query: dict[str, str], body: bytes) -> object:
+        return {"not json": object()}
+
     router.add("/test/boom", boom, "raises")
+    router.add("/test/unserializable", unserializable, "returns what json cannot take")
     router.add("/test/picky", picky, "checks its args", methods=("GET", "POST"))
     router.add("/test/raw", raw, "an HttpResponse passes through")
     server = RpcServer("127.0.0.1", 0, {}, router)
@@ -185,8 +189,10 @@ async def test_errors_and_the_server_keeps_serving(caplog):
         assert (status, body) == (404, {"error_message": 'table not found: "gone"'})
         with caplog.at_level(logging.ERROR, logger="dupkv.http.router"):
             status, body = await c.json("/test/boom")
-        assert status == 500 and "RuntimeError" in body["error_message"]
-        assert router.handler_errors == 1
+            assert status == 500 and "RuntimeError" in body["error_message"]
+            status, body = await c.json("/test/unserializable")
+            assert status == 500 and "TypeError" in body["error_message"]
+        assert router.handler_errors == 2
         assert "a bug in a handler" in caplog.text and "Traceback" in caplog.text
         # Still serving, on the same connection and on a new one.
         assert (await c.json("/version"))[0] == 200
