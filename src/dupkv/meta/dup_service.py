@@ -101,6 +101,16 @@ class DupService:
                 await self._reload()
             yield
 
+    async def _refresh_if_stale(self) -> None:
+        """Before a read: reload if a write failed; if the store is still away, serve memory."""
+        if not self._stale:
+            return
+        try:
+            async with self._locked():
+                pass
+        except StoreError as e:
+            log.warning("serving duplications from memory, the store failed: %s", e)
+
     async def _run(self, plan: Plan | None) -> Any:
         """Persist a plan (in as many commits as the store's limits need), then apply it."""
         if plan is None:
@@ -258,6 +268,7 @@ class DupService:
         if not self.enabled:
             resp.err = ErrorCode.SERVICE_NOT_ACTIVE
             return RpcReply(ErrorCode.OK, resp)
+        await self._refresh_if_stale()
         try:
             app, dups = self.core.query(req.arg.app_name or "")
         except MetaError as e:
@@ -273,6 +284,7 @@ class DupService:
         if not self.enabled:
             resp.err, resp.hint_message = ErrorCode.SERVICE_NOT_ACTIVE, DISABLED_HINT
             return RpcReply(ErrorCode.OK, resp)
+        await self._refresh_if_stale()
         try:
             found = self.core.list_matching(r.app_name_pattern or "", r.match_type or 0)
         except MetaError as e:
@@ -339,6 +351,7 @@ class DupService:
         name = query.get("name", "")
         if not name:
             return HttpResponse(400, _TEXT, b"name should not be empty")
+        await self._refresh_if_stale()
         try:
             app, dups = self.core.query(name)
         except MetaError as e:

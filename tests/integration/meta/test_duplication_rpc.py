@@ -19,11 +19,15 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from support.aio import run_async
 from support.cluster import Cluster, free_port, http_get
 from support.zookeeper import ZkServer
 
+from dupkv.base.config import Config
 from dupkv.base.errors import ErrorCode
 from dupkv.duplication.status import DupStatus, FailMode
+from dupkv.meta.server import MetaServer
+from dupkv.meta.store import StoreUnavailable
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import dup, meta
 from dupkv.rpc.ids import pack_address, pack_gpid
@@ -466,3 +470,65 @@ def test_zookeeper_layout_and_restart(
         zk.close()
         a.stop()
         b.stop()
+
+
+# -- a store write whose outcome is unknown ---------------------------------------------------
+
+
+def in_process_config(name: str, data: Path, peers: dict[str, str]) -> Config:
+    clusters = "\n".join(f"{n} = {addr}" for n, addr in peers.items())
+    group = "\n".join(f"{n} = {i}" for i, n in enumerate([name, *peers], 1))
+    return Config.parse(
+        f"[replication]\ncluster_name = {name}\ndata_dirs = {data}\n"
+        f"[pegasus.clusters]\n{clusters}\n[duplication-group]\n{group}\n"
+    )
+
+
+@run_async
+async def test_a_write_that_may_have_happened_is_reread_from_the_store(tmp_path: Path) -> None:
+    remote = MetaServer(in_process_config(REMOTE, tmp_path / "b", {}), port=0)
+    await remote.start()
+    cfg = in_process_config(SOURCE, tmp_path / "a", {REMOTE: f"127.0.0.1:{remote.rpc.port}"})  # type: ignore[union-attr]
+    source = MetaServer(cfg, port=0)
+    await source.start()
+    pool = ConnectionPool()
+
+    async def rpc(server: MetaServer, code: str, arg: Any) -> Any:
+        assert server.rpc is not None
+        err, resp = await pool.call(server.rpc.address, code, arg, timeout_ms=5000)
+        assert err == ErrorCode.OK
+        return resp
+
+    store = source.store
+    assert store is not None
+    real_commit = store.commit
+
+    async def commit_then_lose_the_answer(ops: Any) -> None:
+        store.commit = real_commit  # type: ignore[method-assign]
+        await real_commit(ops)
+        raise StoreUnavailable("", "injected: the write went through, its answer was lost")
+
+    try:
+        for server in (source, remote):
+            opts = meta.create_app_options(partition_count=2, replica_count=1, envs={})
+            req = meta.configuration_create_app_request(app_name="t", options=opts)
+            assert (await rpc(server, "RPC_CM_CREATE_APP", req)).err == ErrorCode.OK
+        add = dup.duplication_add_request(
+            app_name="t", remote_cluster_name=REMOTE, is_duplicating_checkpoint=False
+        )
+        store.commit = commit_then_lose_the_answer  # type: ignore[method-assign]
+        lost = await rpc(source, "RPC_CM_ADD_DUPLICATION", add)
+        assert lost.err == ErrorCode.TIMEOUT
+        # The next request reloads from the store: the duplication is there, and only once.
+        again = await rpc(source, "RPC_CM_ADD_DUPLICATION", add)
+        assert again.err == ErrorCode.DUP_EXIST
+        store.commit = commit_then_lose_the_answer  # type: ignore[method-assign]
+        pause = dup.duplication_modify_request(app_name="t", dupid=again.dupid, status=PAUSE)
+        assert (await rpc(source, "RPC_CM_MODIFY_DUPLICATION", pause)).err == ErrorCode.TIMEOUT
+        query = dup.duplication_query_request(app_name="t")
+        [entry] = (await rpc(source, "RPC_CM_QUERY_DUPLICATION", query)).entry_list
+        assert (entry.dupid, entry.status) == (again.dupid, PAUSE)
+    finally:
+        await pool.close()
+        await source.stop()
+        await remote.stop()
