@@ -456,7 +456,7 @@ class Duplications:
 
     def _new_dupid(self, app_id: int, now_s: int) -> int:
         """Unix seconds, incremented while taken in this table (§2.7); ids removed while this
-        process ran count as taken too."""
+        process ran, and ids of nodes recovery could not restore, count as taken too."""
         taken = set(self.by_app.get(app_id, {})) | self._retired.get(app_id, set())
         dupid = now_s
         while dupid in taken:  # at most len(taken) steps
@@ -629,6 +629,9 @@ class Duplications:
                     info = self._recover_dup(app, sd, warnings)
                     if info is not None:
                         self.by_app.setdefault(app_id, {})[info.dupid] = info
+                    elif (taken := _parse_dupid(sd.name)) is not None:
+                        # Its node is still there: a new duplication must not take its id.
+                        self._retired.setdefault(app_id, set()).add(taken)
             running = any(is_valid_status(d.status) for d in self.dups_of(app_id))
             flag = self.state.plan_set_duplicating(app, running)
             if flag is not None:

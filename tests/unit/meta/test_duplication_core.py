@@ -729,6 +729,9 @@ def test_recovery_drops_undecodable_removed_or_unreachable_duplications() -> Non
         assert r.dups.dups_of(app.app_id) == []
         [warning] = r.warnings
         assert fragment in warning and path in warning
+        # The node is still there, so a new duplication in the same second gets the next id.
+        assert r.add("test_app", now_ms=NOW_MS)[1].dupid == info.dupid + 1
+        w.tree.commit([Delete(w.dups.dup_path(app.app_id, info.dupid + 1))])
 
 
 def test_recovery_leaves_a_partition_with_an_unreadable_decree_uninitialised() -> None:
