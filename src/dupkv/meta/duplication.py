@@ -178,7 +178,7 @@ def decode_dup_json(blob: bytes, dupid: int, app: App) -> DuplicationInfo:
     replica_count = _field(d, "remote_replica_count", int, 0)
     if replica_count < 0:
         raise DupDecodeError(f"field 'remote_replica_count' is {replica_count}, below 0")
-    info = DuplicationInfo(
+    return DuplicationInfo(
         dupid=dupid,
         app_id=app.app_id,
         app_name=app.app_name,
@@ -190,7 +190,6 @@ def decode_dup_json(blob: bytes, dupid: int, app: App) -> DuplicationInfo:
         remote_app_name=_field(d, "remote_app_name", str, "") or app.app_name,
         remote_replica_count=replica_count or app.max_replica_count,
     )
-    return info
 
 
 def parse_decree(blob: bytes | None) -> int | None:
