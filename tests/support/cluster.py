@@ -2,9 +2,15 @@
 processes on 127.0.0.1) for integration tests and benchmarks.
 
 Every process is started by this module and stopped by its PID. Ports come from the
-kernel (bind to port 0), data lives under the caller's directory.
+kernel (bind to port 0), data lives under the caller's directory. `extra_config` is INI
+text merged into the generated config.ini (a key it names in an existing section, e.g.
+`[meta_server] meta_state_service_type`, replaces the default). `running(cluster)` starts
+a cluster and always stops it, printing the servers' logs when the body failed.
 """
 
+import configparser
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -12,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +31,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout_s: float = READY_TIMEOUT_S, proc: subprocess.Popen | None = None) -> None:
+def wait_port(
+    port: int, timeout_s: float = READY_TIMEOUT_S, proc: subprocess.Popen | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -51,11 +60,10 @@ class Process:
     proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_port(self.port, proc=self.proc)
 
     @property
@@ -114,36 +122,54 @@ class Cluster:
     def config_path(self) -> Path:
         return self.root / "config.ini"
 
+    def config_sections(self) -> dict[str, dict[str, str]]:
+        """The config as section -> key -> value, `extra_config` merged in."""
+        sections: dict[str, dict[str, str]] = {
+            "replication": {
+                "cluster_name": self.name,
+                "data_dirs": str(self.root / "data"),
+                "checkpoint_interval_seconds": "5",
+                "config_sync_interval_ms": "300",
+                "duplication_sync_interval_ms": "500",
+            },
+            "meta_server": {
+                "server_list": self.meta_address,
+                "replica_server_lease_ms": "3000",
+            },
+            "apps.meta": {"ports": str(self.meta_port)},
+            "pegasus.clusters": {
+                self.name: self.meta_address,
+                **{n: addr for n, (addr, _) in self.peers.items()},
+            },
+            "duplication-group": {
+                self.name: str(self.cluster_id),
+                **{n: str(cid) for n, (_, cid) in self.peers.items()},
+            },
+        }
+        extra = configparser.ConfigParser(interpolation=None)
+        extra.optionxform = str  # type: ignore[assignment,method-assign]  # keep key case
+        extra.read_string(self.extra_config)
+        for section in extra.sections():
+            sections.setdefault(section, {}).update(extra.items(section))
+        return sections
+
     def write_config(self) -> None:
-        clusters = "\n".join(f"{n} = {addr}" for n, (addr, _) in self.peers.items())
-        group = "\n".join(
-            [f"{self.name} = {self.cluster_id}"]
-            + [f"{n} = {cid}" for n, (_, cid) in self.peers.items()]
-        )
         self.config_path.write_text(
-            f"""[replication]
-cluster_name = {self.name}
-data_dirs = {self.root / 'data'}
-checkpoint_interval_seconds = 5
-config_sync_interval_ms = 300
-duplication_sync_interval_ms = 500
+            "".join(
+                f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items()) + "\n"
+                for section, keys in self.config_sections().items()
+            )
+        )
 
-[meta_server]
-server_list = {self.meta_address}
-replica_server_lease_ms = 3000
+    def replica_data_dir(self, i: int) -> Path:
+        return self.root / f"replica{i}"
 
-[apps.meta]
-ports = {self.meta_port}
-
-[pegasus.clusters]
-{self.name} = {self.meta_address}
-{clusters}
-
-[duplication-group]
-{group}
-
-{self.extra_config}
-"""
+    def partition_dirs(self, app_id: int) -> list[Path]:
+        """The partition folders of a table on every replica server's disk."""
+        return sorted(
+            p
+            for i in range(len(self.replica_ports))
+            for p in (self.replica_data_dir(i) / "replica" / "reps").glob(f"{app_id}.*.pegasus")
         )
 
     def _cmd(self, *args: str) -> list[str]:
@@ -164,18 +190,16 @@ ports = {self.meta_port}
                 f"{self.name}-replica{i}",
                 self._cmd(
                     "replica", "--config", str(self.config_path), "--port", str(port),
-                    "--data-dir", str(self.root / f"replica{i}"),
+                    "--data-dir", str(self.replica_data_dir(i)),
                 ),
                 self.root / f"replica{i}.log",
                 port,
             )
+            self.replica_procs.append(proc)  # before start: stop() must find it if start fails
             proc.start()
-            self.replica_procs.append(proc)
         self.wait_nodes_alive()
 
     def wait_nodes_alive(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        import json
-
         deadline = time.monotonic() + timeout_s
         want = sum(1 for p in self.replica_procs if p.alive)
         while time.monotonic() < deadline:
@@ -191,6 +215,13 @@ ports = {self.meta_port}
     def restart_replica(self, i: int) -> None:
         self.replica_procs[i].start()
 
+    def restart_meta(self) -> None:
+        """Start the meta server again on its port and data, and wait until it sees every
+        running replica server alive."""
+        assert self.meta is not None and not self.meta.alive
+        self.meta.start()
+        self.wait_nodes_alive()
+
     def stop(self) -> None:
         for p in self.replica_procs:
             p.stop()
@@ -200,3 +231,17 @@ ports = {self.meta_port}
     def logs(self) -> str:
         procs = [p for p in [self.meta, *self.replica_procs] if p is not None]
         return "\n".join(f"==== {p.name} ====\n{p.log()[-4000:]}" for p in procs)
+
+
+@contextlib.contextmanager
+def running(cluster: Cluster) -> Iterator[Cluster]:
+    """Start `cluster`, yield it, stop every process it started (by PID), even on failure;
+    print the servers' logs (pytest shows them) when the body raised."""
+    try:
+        cluster.start()
+        yield cluster
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.stop()
