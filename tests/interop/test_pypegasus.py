@@ -58,6 +58,17 @@ def name(code):
 
 
 @defer.inlineCallbacks
+def drain(scanner, rows):
+    while True:
+        item = yield scanner.get_next()
+        if item is None:
+            break
+        (hk, sk), v = item
+        rows.append([hk, sk, h(v)])
+    scanner.close()
+
+
+@defer.inlineCallbacks
 def run(meta, table):
     out = {}
     c = Pegasus([meta], table)
@@ -99,31 +110,16 @@ def run(meta, table):
     # get_scanner over one hash key, [s02, s07)
     rows = {"s%02d" % i: "v%d" % i for i in range(10)}
     out["multi_set_scan"] = (yield c.multi_set("py_scan", rows))[0]
-    scanner = c.get_scanner("py_scan", "s02", "s07", ScanOptions())
-    rows = []
-    while True:
-        item = yield scanner.get_next()
-        if item is None:
-            break
-        (hk, sk), v = item
-        rows.append([hk, sk, h(v)])
-    scanner.close()
-    out["scan"] = rows
+    out["scan"] = []
+    yield drain(c.get_scanner("py_scan", "s02", "s07", ScanOptions()), out["scan"])
 
     # get_unordered_scanners over the whole table (binary keys gone: see the docstring)
     out["remove_binary"] = (yield c.remove(b"py\x00bin", b"\x00sk"))[0]
     scanners = c.get_unordered_scanners(3, ScanOptions())
     out["unordered_scanner_count"] = len(scanners)
-    rows = []
-    for s in scanners:
-        while True:
-            item = yield s.get_next()
-            if item is None:
-                break
-            (hk, sk), v = item
-            rows.append([hk, sk, h(v)])
-        s.close()
-    out["unordered"] = rows
+    out["unordered"] = []
+    for scanner in scanners:
+        yield drain(scanner, out["unordered"])
 
     # written for our client to read back after this script
     out["set_for_dupkv"] = (yield c.set(b"py\x00bin", b"\x00sk", b"\x00\xff from pypegasus"))[0]
