@@ -25,6 +25,7 @@ from typing import Any
 
 from dupkv.base.errors import BadInput, DupkvError, ErrorCode
 from dupkv.rpc import codes, framing
+from dupkv.rpc.coalesce import CoalescingWriter
 from dupkv.rpc.framing import FrameError, Response
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class RpcClientConnection:
         self.header_crc = header_crc
         self._decoder = framing.ResponseDecoder(max_frame_bytes)
         self._transport: asyncio.Transport | None = None
+        self._writer: CoalescingWriter | None = None
         self._pending: dict[int, tuple[codes.RpcMethod, asyncio.Future[Outcome]]] = {}
         self._slots = asyncio.Semaphore(max_pending)
         self._seqids = itertools.count(1)
@@ -125,6 +127,8 @@ class RpcClientConnection:
 
     def close(self) -> None:
         if self._transport is not None:
+            if self._writer is not None:
+                self._writer.flush_now()
             self._transport.close()
         else:
             self._lost(None)
@@ -161,12 +165,13 @@ class RpcClientConnection:
                     partition_hash=partition_hash,
                     with_header_crc=self.header_crc,
                 )
+                assert self._writer is not None
                 if method.oneway:
-                    self._transport.write(frame)
+                    self._writer.write(frame)
                     return ErrorCode.OK, None
                 future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
                 self._pending[seqid] = (method, future)
-                self._transport.write(frame)
+                self._writer.write(frame)
                 return await future
         except TimeoutError:
             return ErrorCode.TIMEOUT, None
@@ -260,6 +265,7 @@ async def connect(
         raise DupkvError(ErrorCode.NETWORK_FAILURE, f"connect to {host}:{port}: {e}") from e
     assert isinstance(transport, asyncio.Transport)
     conn._transport = transport
+    conn._writer = CoalescingWriter(transport)
     return conn
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from dupkv.base.errors import BadInput, DupkvError, ErrorCode
 from dupkv.rpc import codes, framing, httpcodec
+from dupkv.rpc.coalesce import CoalescingWriter
 from dupkv.rpc.framing import FrameError, Request, RequestHeader
 from dupkv.rpc.httpcodec import HttpError, HttpRequest, HttpResponse
 
@@ -162,6 +163,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: RpcServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        self.writer: CoalescingWriter | None = None
         self.peer = "?"
         self.mode: str | None = None
         self.first = b""
@@ -178,6 +180,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.writer = CoalescingWriter(transport)
         self.peer = _host_port(transport.get_extra_info("peername"))
         if self.server._stopping or self.server.connection_count >= self.server.max_connections:
             log.warning("refusing connection from %s: server full or stopping", self.peer)
@@ -234,6 +237,8 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed and self.transport is not None:
             self.closed = True
+            if self.writer is not None:
+                self.writer.flush_now()
             self.transport.close()
 
     def _update_reading(self) -> None:
@@ -249,8 +254,8 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _write(self, data: bytes) -> None:
-        if not self.closed and self.transport is not None:
-            self.transport.write(data)
+        if not self.closed and self.writer is not None:
+            self.writer.write(data)
 
     # -- RPC -----------------------------------------------------------------------------
 
