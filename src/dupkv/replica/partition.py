@@ -59,6 +59,7 @@ class PartitionOptions:
     server: str = ""
     cluster_id: int = 0  # this cluster's [duplication-group] id, 0 when not configured
     dup_group_ids: frozenset[int] = frozenset()  # cluster ids accepted in DUPLICATE
+    dup_ignore_other_cluster_ids: bool = False  # accept any id but our own
     default_ttl: int = 0  # table env `default_ttl`, seconds
     duplicating: bool = False  # table has duplications: deletes leave tombstones
     atomic_idempotent: bool = False  # log atomic writes as the writes they produced
@@ -371,7 +372,10 @@ class Partition:
             cid = entry.cluster_id or 0
             if cid == own:
                 return f"self-duplicating: entry from cluster id {cid}, which is this cluster"
-            if cid not in self.options.dup_group_ids:
+            if (
+                cid not in self.options.dup_group_ids
+                and not self.options.dup_ignore_other_cluster_ids
+            ):
                 return f"request cluster id {cid} is unconfigured in [duplication-group]"
             if entry.task_code not in SHIPPABLE_CODES:
                 return f"unrecognized task code {entry.task_code!r} in a duplicate entry"

@@ -214,6 +214,7 @@ class ReplicaServer:
             server=self.address,
             cluster_id=self.cluster_id,
             dup_group_ids=self.dup_group_ids,
+            dup_ignore_other_cluster_ids=cfg.get("replication", "dup_ignore_other_cluster_ids"),
             default_ttl=default_ttl,
             duplicating=bool(app.duplicating),
             atomic_idempotent=bool(app.atomic_idempotent),

@@ -563,3 +563,29 @@ def test_apply_marker_is_never_returned_by_scans(make):
     p.write([put(b"", b"", b"empty-keys")])
     out, _ = scan_all(p, start_key=b"")
     assert out == [(b"\x00\x00", b"empty-keys")]
+
+
+def test_sweep_keeps_tombstones_and_expired_records_until_the_purge_horizon(make, clock):
+    p = make(duplicating=True, cluster_id=1)
+    now = int(clock.t) - EPOCH_BEGIN
+    p.write([put(b"h", b"gone", b"x"), put(b"h", b"ttl", b"y", expire_ts=now + 1)])
+    p.write([remove(b"h", b"gone")])
+    written_us = int(clock.t * 1_000_000)
+    clock.t += 5
+    # A duplicated table keeps both while they may still decide last-writer-wins.
+    assert p.sweep_expired(b"", 100, purge_before_us=0) == (b"", 0)
+    assert p.sweep_expired(b"", 100, purge_before_us=written_us - 10) == (b"", 0)
+    assert p._engine.get(k(b"h", b"gone")) is not None
+    # Once every duplication shipped past them (plus grace), they go.
+    _, deleted = p.sweep_expired(b"", 100, purge_before_us=written_us + 10)
+    assert deleted == 2
+    assert p._engine.get(k(b"h", b"gone")) is None and p._engine.get(k(b"h", b"ttl")) is None
+
+
+def test_duplicate_from_any_cluster_when_ids_are_ignored(make, clock):
+    p = make(cluster_id=1, dup_group_ids=frozenset({1}), dup_ignore_other_cluster_ids=True)
+    ts = int(clock.t * 1_000_000)
+    (r,) = p.write([dup_request([(ts, TaskCode.PUT, raw_put(b"h", b"s", b"v"), 42)])])
+    assert r.error == 0 and get(p, b"h", b"s") == b"v"
+    (r,) = p.write([dup_request([(ts, TaskCode.PUT, raw_put(b"h", b"s", b"v"), 1)])])
+    assert r.error == 4 and "self-duplicating" in r.error_hint
