@@ -50,6 +50,7 @@ PROMPT = ">>> "
 HISTORY_FILE = "~/.dupkv_history"
 HISTORY_LENGTH = 1000
 SCAN_TIMEOUT_MS = 5000
+HELP_COLUMN = 40  # where option help starts in `help <command>`
 
 TABLES, DATA, DUP, SHELL = "cluster and tables", "data (after `use`)", "duplication", "shell"
 
@@ -78,7 +79,7 @@ VALUE_FILTERS = (
         "-v",
         "--value_filter_type",
         "anywhere|prefix|postfix|exact",
-        "filter values (here)",
+        "filter values (by the shell)",
         VALUE_FILTER,
     ),
     Opt("-z", "--value_filter_pattern", "PATTERN", "the value filter's pattern"),
@@ -461,10 +462,14 @@ def _help(s: Session, a: argparse.Namespace) -> bool:
             for o in cmd.opts:
                 names = ", ".join(f for f in (o.short, o.long) if f)
                 shown = f"{names} {o.metavar}" if o.metavar else names
-                default = (
-                    "" if o.default in (None, False) or not o.metavar else f" (default {o.default})"
-                )
-                s.say(f"  {shown:<42} {o.help}{default}")
+                text = o.help
+                if o.metavar and o.default is not None and "default" not in o.help:
+                    default = str(o.default).lower() if isinstance(o.default, bool) else o.default
+                    text += f" (default {default})"
+                if len(shown) > HELP_COLUMN - 3:
+                    s.say(f"  {shown}", f"  {'':<{HELP_COLUMN}} {text}")
+                else:
+                    s.say(f"  {shown:<{HELP_COLUMN}} {text}")
         if cmd.details:
             s.say("", f"  {cmd.details}")
         if cmd.needs_table:
@@ -540,6 +545,8 @@ class Shell:
             self.s.say(f"ERROR: {e}" + _explain(e.code))
         except BadInput as e:
             self.s.say(f"ERROR: {e}")
+        except BrokenPipeError:
+            raise  # the reader of our output is gone (`| head`): stop, in run_shell
         except Exception as e:  # a bug: say so, keep the shell alive
             traceback.print_exc(file=sys.stderr)
             self.s.say(f"ERROR: unexpected {type(e).__name__}: {e} (this is a dupkv bug)")
@@ -637,5 +644,9 @@ def run_shell(args: argparse.Namespace) -> int:
         if args.execute is not None:
             return 0 if shell.run_text(args.execute) else 1
         return shell.repl()
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         session.close()
