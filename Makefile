@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test unit bench bench-smoke lint clean-venv
+.PHONY: demo test unit bench bench-client bench-smoke lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/storage.py
+
+# set/get throughput and latency through the client against a real replica server process
+bench-client: $(STAMP)
+	$(BIN)/python bench/client.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
