@@ -127,6 +127,20 @@ def test_help_lists_every_command_and_explains_each(tmp_path: Path) -> None:
     assert "check types: not_exist, not_exist_or_empty, exist," in run.out
 
 
+def test_cluster_name_needs_a_config_listing_it(tmp_path: Path) -> None:
+    e = Env(None, None, tmp_path)  # type: ignore[arg-type]
+    run = e.shell("ls", "-n", "alpha")
+    assert run.rc == 2
+    assert "dupkv: -n alpha needs --config FILE with the cluster in [pegasus.clusters]" in run.out
+    config = tmp_path / "shell.ini"
+    config.write_text("[pegasus.clusters]\nbeta = 127.0.0.1:1\n")
+    run = e.shell("ls", "-n", "alpha", "--config", str(config))
+    assert run.rc == 2
+    assert (
+        "cluster 'alpha' is not in [pegasus.clusters] of" in run.out and "(known: beta)" in run.out
+    )
+
+
 # -- tables and the cluster ------------------------------------------------------------------
 
 
