@@ -116,15 +116,20 @@ def wait_equal(
         time.sleep(0.5)
 
 
-def replica_dup_status(cluster: Cluster, app_id: int) -> dict[str, Any]:
-    """Merged /replica/duplication?appid= of every live replica server of a cluster."""
-    merged: dict[str, Any] = {}
+def replica_dup_status(cluster: Cluster, app_id: int) -> dict[str, dict[str, Any]]:
+    """/replica/duplication?appid= of every live replica server of a cluster, merged and
+    regrouped as {pidx: {dupid: state}}."""
+    merged: dict[str, dict[str, Any]] = {}
     for proc, port in zip(cluster.replica_procs, cluster.replica_ports, strict=True):
-        if proc.alive:
-            try:
-                merged.update(json.loads(http_get(port, f"/replica/duplication?appid={app_id}")))
-            except OSError:
-                pass
+        if not proc.alive:
+            continue
+        try:
+            body = json.loads(http_get(port, f"/replica/duplication?appid={app_id}"))
+        except OSError:  # 404 (nothing of that table here) or the server is going away
+            continue
+        for dupid, parts in body.items():
+            for gpid, state in parts.items():
+                merged.setdefault(gpid.split(".")[1], {})[dupid] = state
     return merged
 
 

@@ -297,39 +297,43 @@ class DupManager:
     # -- HTTP --------------------------------------------------------------------------
 
     async def http_duplication(self, query: dict[str, str]) -> Any:
-        from dupkv.http.router import json_response
+        """Pegasus's `/replica/duplication?appid=` body: `{dupid: {"app.pidx": {...}}}`,
+        with dupkv's progress, backlog and lag fields next to Pegasus's."""
+        from dupkv.http.router import HttpStatusError
 
         text = query.get("appid", "")
+        if not text:
+            raise BadInput("appid should not be empty")
         if not text.isdigit():
-            raise BadInput(f"expected appid=<table id>, got {text!r}")
+            raise BadInput(f"invalid appid={text}")
         app_id = int(text)
+        if not any(g[0] == app_id for g in self.server.partitions):
+            raise HttpStatusError(404, f"no primary for app [appid={app_id}]")
         out: dict[str, dict[str, Any]] = {}
         for (gpid, dupid), slot in sorted(self.slots.items()):
-            if gpid[0] != app_id:
-                continue
             hosted = self.server.partitions.get(gpid)
-            if hosted is None:
+            if gpid[0] != app_id or hosted is None:
                 continue
             d = slot.duplicator
             committed = hosted.partition.last_committed_decree
             shipped = max(slot.shipped_decree, d.shipped_decree if d else -1)
             metrics = self.metrics.get(gpid)
             lag = metrics.time_lag.quantiles() if metrics else {}
-            out.setdefault(str(gpid[1]), {})[str(dupid)] = {
+            out.setdefault(str(dupid), {})[f"{gpid[0]}.{gpid[1]}"] = {
                 "duplicating": d is not None,
-                "status": DupStatus(slot.entry.status).name,
                 "fail_mode": FailMode(slot.entry.fail_mode or 0).name,
-                "remote_cluster": slot.entry.remote,
+                "not_confirmed_mutations_num": max(0, committed - max(slot.confirmed_decree, 0)),
+                "not_duplicated_mutations_num": max(0, committed - max(shipped, 0)),
                 "remote_app_name": slot.entry.remote_app_name,
+                "status": DupStatus(slot.entry.status).name,
+                "remote_cluster": slot.entry.remote,
                 "last_committed_decree": committed,
                 "shipped_decree": shipped,
                 "confirmed_decree": slot.confirmed_decree,
-                "not_confirmed_mutations_num": max(0, shipped - max(slot.confirmed_decree, 0)),
-                "not_duplicated_mutations_num": max(0, committed - max(shipped, 0)),
                 "pending_writes": d.pipeline.pending_writes() if d and d.pipeline else 0,
                 "time_lag_ms_p99": lag.get("p99", 0),
                 "last_error": d.last_error if d else "",
             }
-        if not out and not any(g[0] == app_id for g in self.server.partitions):
-            return json_response(404, {"error_message": f"no partition of table {app_id} here"})
-        return json_response(200, out)
+        if not out:
+            raise HttpStatusError(404, f"no duplication assigned for app [appid={app_id}]")
+        return out

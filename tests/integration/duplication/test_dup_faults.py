@@ -3,6 +3,7 @@ mid-shipping, the remote cluster down for 30 s, pause/start/remove, FAIL_SKIP, a
 writes — two real clusters on 127.0.0.1."""
 
 import asyncio
+import json
 import random
 import time
 
@@ -13,7 +14,7 @@ from dupkv.client import Client
 from dupkv.client.blocking import BlockingClient
 from dupkv.duplication.status import DupStatus, FailMode
 
-from support.cluster import Cluster, free_port
+from support.cluster import Cluster, free_port, http_get
 from support.dup import (
     SOURCE,
     TARGET,
@@ -235,3 +236,61 @@ def test_fail_skip_counts_and_skips_what_cannot_be_shipped(tmp_path):
     finally:
         a.stop()
         c.stop()
+
+
+def test_plog_is_kept_for_a_paused_dup_and_released_by_remove(tmp_path):
+    """Log GC never removes what a duplication has not confirmed; removing it releases the
+    log. Segments of 1 MiB and a checkpoint every 5 s make this quick to see."""
+    small = "[replication]\nlog_private_file_size_mb = 1\ncheckpoint_interval_seconds = 2\n"
+    with two_clusters(tmp_path, replicas=1, extra_config=small) as (a, b):
+        with BlockingClient(a.meta_address) as ca, BlockingClient(b.meta_address) as cb:
+            dupid = setup_table(ca, cb, "gc", 1, 1)
+            t = ca.open_table("gc")
+            t.set(b"first", b"s", b"v")
+            wait_equal(ca, cb, "gc", "gc")
+            assert modify_dup(ca, "gc", dupid, status=DupStatus.DS_PAUSE) == ErrorCode.OK
+            time.sleep(1.5)
+            value = b"x" * 1000
+            for i in range(4000):  # ~4 MiB of log: several segments
+                t.set(b"k%d" % (i % 50), b"s", value)
+            app_id = t.app_id
+
+            def plog():
+                (part,) = json.loads(http_get(a.replica_ports[0], "/replica/partitions")).values()
+                return part
+
+            time.sleep(6)  # a few checkpoints
+            status = replica_dup_status(a, app_id)["0"][str(dupid)]
+            assert plog()["plog_first_decree"] <= status["confirmed_decree"] + 1
+            assert plog()["plog_bytes"] > 3 << 20
+            assert modify_dup(ca, "gc", dupid, status=DupStatus.DS_REMOVED) == ErrorCode.OK
+            deadline = time.monotonic() + 30
+            while plog()["plog_bytes"] > 2 << 20 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert plog()["plog_bytes"] <= 2 << 20, plog()
+
+
+def test_http_endpoints_show_status_progress_and_lag(clients, clusters):
+    a, _ = clusters
+    ca, cb = clients
+    dupid = setup_table(ca, cb, "observe", 2, 2)
+    t = ca.open_table("observe")
+    for i in range(50):
+        t.set(b"k%d" % i, b"s", b"v")
+    wait_equal(ca, cb, "observe", "observe")
+    time.sleep(2)  # a sync round persists progress
+    meta_view = json.loads(http_get(a.meta_port, "/meta/app/duplication?name=observe"))
+    (entry,) = [v for k, v in meta_view.items() if k != "appid"]
+    assert entry["dupid"] == dupid and entry["status"] == "DS_LOG" and entry["remote"] == TARGET
+    assert set(entry["partition_states"]) == {"0", "1"}
+    for state in entry["partition_states"].values():
+        assert state["confirmed_decree"] >= 1
+    replica_view = replica_dup_status(a, t.app_id)
+    assert set(replica_view) == {"0", "1"}
+    for part in replica_view.values():
+        d = part[str(dupid)]
+        assert d["duplicating"] and d["status"] == "DS_LOG"
+        assert d["not_duplicated_mutations_num"] == 0
+        assert d["time_lag_ms_p99"] >= 0
+    prom = http_get(a.replica_ports[0], "/metrics?format=prometheus").decode()
+    assert "dupkv_dup_time_lag_ms" in prom and "dupkv_dup_shipped_ops" in prom
