@@ -361,25 +361,35 @@ def start(box: Onebox, given_dir: str) -> int:
             render_config(cluster, layout, box.data_dir(cluster.name))
         )
     procs: dict[Server, subprocess.Popen[bytes]] = {}
-    for cluster in layout:  # meta servers first: replica servers connect to them
-        for server in cluster.servers():
-            with open(box.log_path(server), "ab") as log:
-                proc = subprocess.Popen(
-                    box.command(server),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            box.pid_path(server).write_text(f"{proc.pid}\n")
-            procs[server] = proc
-    problem = wait_ready(box, layout, procs)
+    try:
+        for cluster in layout:
+            for server in cluster.servers():  # the meta server first: the others call it
+                procs[server] = spawn(box, server)
+        problem = wait_ready(box, layout, procs)
+    except KeyboardInterrupt:
+        print("interrupted: stopping what was started", file=sys.stderr)
+        stop(box, quiet=True)
+        raise
     if problem is not None:
         print(f"onebox did not start: {problem}", file=sys.stderr)
         stop(box, quiet=True)
         return 1
     print_started(box, layout, given_dir)
     return 0
+
+
+def spawn(box: Onebox, server: Server) -> subprocess.Popen[bytes]:
+    """Start one server in its own session, output to its log, and record its PID."""
+    with open(box.log_path(server), "ab") as log:
+        proc = subprocess.Popen(
+            box.command(server),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    box.pid_path(server).write_text(f"{proc.pid}\n")
+    return proc
 
 
 def wait_ready(
