@@ -15,6 +15,7 @@ one folder (`--dir`, default `./onebox`):
 `DUPKV_ONEBOX_BASE_PORT` moves every port by the same amount (the meta server of the first
 cluster listens on the base port; the defaults above are base 34601), so tests can run a
 onebox beside a user's. A restart on an existing folder reuses the ports recorded there.
+`stop` waits `DUPKV_ONEBOX_STOP_TIMEOUT_S` (default 20) after SIGTERM before it SIGKILLs.
 
 The layout and the config text are computed by pure functions at the top; the rest spawns,
 waits for and signals processes, each wait bounded.
@@ -43,10 +44,11 @@ CLUSTER_PORT_STEP = 1000  # 34601 -> 35601
 REPLICA_PORT_OFFSET = 200  # 34601 -> 34801
 REPLICAS_PER_CLUSTER = 3
 BASE_PORT_ENV = "DUPKV_ONEBOX_BASE_PORT"
+STOP_TIMEOUT_ENV = "DUPKV_ONEBOX_STOP_TIMEOUT_S"
 STATE_FILE = "onebox.json"
 
 START_TIMEOUT_S = 60.0  # every server answers and both metas see their replica servers
-STOP_TIMEOUT_S = 20.0  # SIGTERM -> exit; SIGKILL after that
+STOP_TIMEOUT_S = 20.0  # SIGTERM -> exit; SIGKILL after that (STOP_TIMEOUT_ENV overrides)
 KILL_TIMEOUT_S = 5.0
 POLL_S = 0.1
 HTTP_TIMEOUT_S = 2.0
@@ -483,6 +485,22 @@ def status(box: Onebox) -> int:
     return 0 if all_alive else 1
 
 
+def stop_timeout_s() -> float:
+    raw = os.environ.get(STOP_TIMEOUT_ENV)
+    if not raw:
+        return STOP_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise BadInput(
+            f"{STOP_TIMEOUT_ENV}={raw!r}: accepted is a number of seconds 0..3600 "
+            f"(default {STOP_TIMEOUT_S:g})"
+        )
+    return value
+
+
 def stop(box: Onebox, *, quiet: bool = False) -> int:
     layout = box.recorded_layout()
     if layout is None:
@@ -493,7 +511,8 @@ def stop(box: Onebox, *, quiet: bool = False) -> int:
     for _, pid in targets:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    grace_s = stop_timeout_s()
+    deadline = time.monotonic() + grace_s
     left = list(targets)
     while left and time.monotonic() < deadline:
         time.sleep(POLL_S)
@@ -519,7 +538,7 @@ def stop(box: Onebox, *, quiet: bool = False) -> int:
         for server in killed:
             print(
                 f"  {server.cluster} {server.name} ignored SIGTERM for "
-                f"{STOP_TIMEOUT_S:.0f} s and was killed (SIGKILL)"
+                f"{grace_s:g} s and was killed (SIGKILL)"
             )
     for server, pid in left:
         print(f"  {server.cluster} {server.name} (pid {pid}) is still alive", file=sys.stderr)

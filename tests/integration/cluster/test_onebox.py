@@ -9,19 +9,25 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dupkv.cli.onebox import Onebox, layout_for, layout_to_json, pid_alive
+from dupkv.cli.onebox import Onebox, Server, layout_for, layout_to_json, pid_alive
 
 COMMAND_TIMEOUT_S = 90.0  # start waits up to 60 s itself
 BASE_PORT_RANGE = (20000, 30000)  # all 8 ports stay below 32768
+SLEEP = "import time; time.sleep(60)"
+IGNORE_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+)
 
 
 def all_free(base: int) -> bool:
@@ -149,23 +155,34 @@ def test_start_refuses_when_a_port_is_taken(box: tuple[Path, int]) -> None:
     assert recorded_pids(folder) == {}  # nothing was started
 
 
+def fake_onebox(folder: Path, argv: list[str]) -> tuple[subprocess.Popen[bytes], Server]:
+    """A onebox folder whose bjsrv-account meta1 PID file names a process running `argv`."""
+    box = Onebox(folder)
+    layout = layout_for(free_base_port())
+    folder.mkdir()
+    box.state_path.write_text(layout_to_json(layout))
+    server = layout[0].servers()[0]
+    box.cluster_dir(server.cluster).mkdir()
+    proc = subprocess.Popen(argv + [str(box.config_path(server.cluster))])
+    box.pid_path(server).write_text(f"{proc.pid}\n")
+    return proc, server
+
+
+def stop_command(folder: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dupkv.cli.main", "onebox", "stop", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=COMMAND_TIMEOUT_S,
+    )
+
+
 def test_stop_signals_only_processes_it_started(tmp_path: Path) -> None:
     """A PID file naming some other process (a stale file, a reused PID) is not signalled."""
-    folder = tmp_path / "onebox"
-    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    stranger, _ = fake_onebox(tmp_path / "onebox", [sys.executable, "-c", SLEEP])
     try:
-        box = Onebox(folder)
-        layout = layout_for(free_base_port())
-        folder.mkdir()
-        box.state_path.write_text(layout_to_json(layout))
-        server = layout[0].servers()[0]
-        box.cluster_dir(server.cluster).mkdir()
-        box.pid_path(server).write_text(f"{stranger.pid}\n")
-
-        result = subprocess.run(
-            [sys.executable, "-m", "dupkv.cli.main", "onebox", "stop", "--dir", str(folder)],
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
-        )
+        result = stop_command(tmp_path / "onebox")
 
         assert result.returncode == 0
         assert "was not running" in result.stdout
@@ -173,6 +190,35 @@ def test_stop_signals_only_processes_it_started(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait(timeout=10)
+
+
+def wait_ignores_sigterm(pid: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:") and int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1:
+                return
+        time.sleep(0.01)
+    raise TimeoutError(f"process {pid} does not ignore SIGTERM after {timeout_s} s")
+
+
+def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
+    # Looks like a onebox meta server to `stop` (same argv words), but ignores SIGTERM.
+    stubborn, server = fake_onebox(
+        tmp_path / "onebox",
+        [sys.executable, "-c", IGNORE_SIGTERM, "dupkv.cli.main", "meta", "--config"],
+    )
+    try:
+        wait_ignores_sigterm(stubborn.pid)
+        result = stop_command(tmp_path / "onebox", DUPKV_ONEBOX_STOP_TIMEOUT_S="1")
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "stopped 1 of 1" in result.stdout
+        assert f"{server.cluster} meta1 ignored SIGTERM for 1 s and was killed" in result.stdout
+        assert stubborn.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        stubborn.kill()
+        stubborn.wait(timeout=10)
 
 
 def test_clean_leaves_a_folder_that_is_not_a_onebox_alone(tmp_path: Path) -> None:
