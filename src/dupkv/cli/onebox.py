@@ -219,8 +219,11 @@ class Onebox:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise BadInput(f"{self.state_path} is unreadable ({e}); remove the folder") from None
 
-    def layout(self) -> list[ClusterLayout]:
-        """The recorded ports, else those of the environment, else Pegasus's."""
+    def layout(self, base_port: int | None = None) -> list[ClusterLayout]:
+        """The ports of `base_port` or of the environment, else the recorded ones, else
+        Pegasus's."""
+        if base_port is not None:
+            return layout_for(parse_base_port(str(base_port)))
         raw = os.environ.get(BASE_PORT_ENV)
         if raw:
             return layout_for(parse_base_port(raw))
@@ -331,8 +334,8 @@ def dir_flag(box: Onebox, given: str) -> str:
 # -- actions -----------------------------------------------------------------------------
 
 
-def start(box: Onebox, given_dir: str) -> int:
-    layout = box.layout()
+def start(box: Onebox, given_dir: str, base_port: int | None = None) -> int:
+    layout = box.layout(base_port)
     running = box.running(layout)
     if running:
         pids = ", ".join(f"{s.cluster}/{s.name}={pid}" for s, pid in running)
@@ -566,7 +569,9 @@ def clean(box: Onebox) -> int:
 def run_onebox(args: argparse.Namespace) -> int:
     box = Onebox(args.dir)
     if args.action == "start":
-        return start(box, args.dir)
+        # `--base-port` is read when the parser (cli/main.py) offers it; the environment
+        # variable works either way.
+        return start(box, args.dir, getattr(args, "base_port", None))
     if args.action == "status":
         return status(box)
     if args.action == "stop":
