@@ -69,25 +69,29 @@ def config_text(data_dir: Path, section: str, key: str, value: str) -> str:
     )
 
 
+BAD_VALUES = [
+    ("replica", "replication", "max_allowed_write_size", "lots",
+     "[replication] max_allowed_write_size = 'lots': expected an integer"),
+    ("replica", "replication", "log_private_file_size_mb", "0",
+     "[replication] log_private_file_size_mb = 0: must be >= 1"),
+    ("replica", "replication", "plog_force_flush", "maybe",
+     "[replication] plog_force_flush = 'maybe': expected true or false"),
+    ("replica", "apps.replica", "ports", "70000",
+     "[apps.replica] ports = 70000: must be <= 65535"),
+    ("replica", "duplication-group", "lifecycle", "300",
+     "[duplication-group] lifecycle = 300: cluster ids are 1..127"),
+    ("meta", "meta_server", "meta_state_service_type", "etcd",
+     "[meta_server] meta_state_service_type = 'etcd': accepted values are "
+     "meta_state_service_simple, meta_state_service_zookeeper"),
+    ("meta", "replication", "cluster_name", "",
+     "[replication] cluster_name must be set"),
+]
+
+
 @pytest.mark.parametrize(
     ("role", "section", "key", "value", "expected"),
-    [
-        ("replica", "replication", "max_allowed_write_size", "lots",
-         "[replication] max_allowed_write_size = 'lots': expected an integer"),
-        ("replica", "replication", "log_private_file_size_mb", "0",
-         "[replication] log_private_file_size_mb = 0: must be >= 1"),
-        ("replica", "replication", "plog_force_flush", "maybe",
-         "[replication] plog_force_flush = 'maybe': expected true or false"),
-        ("replica", "apps.replica", "ports", "70000",
-         "[apps.replica] ports = 70000: must be <= 65535"),
-        ("replica", "duplication-group", "lifecycle", "300",
-         "[duplication-group] lifecycle = 300: cluster ids are 1..127"),
-        ("meta", "meta_server", "meta_state_service_type", "etcd",
-         "[meta_server] meta_state_service_type = 'etcd': accepted values are "
-         "meta_state_service_simple, meta_state_service_zookeeper"),
-        ("meta", "replication", "cluster_name", "",
-         "[replication] cluster_name must be set"),
-    ],
+    BAD_VALUES,
+    ids=[f"{role}-[{section}]-{key}" for role, section, key, _, _ in BAD_VALUES],
 )
 def test_a_bad_config_value_stops_the_server_at_start_with_a_clear_message(
     tmp_path: Path, role: str, section: str, key: str, value: str, expected: str
