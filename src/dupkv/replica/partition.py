@@ -570,12 +570,13 @@ class Partition:
         return int(self._clock()) - EPOCH_BEGIN
 
     def get(self, key: bytes) -> Any:
+        # The value field is always sent (empty when absent): pypegasus reads it regardless.
         if not _valid_key(key):
-            return self._response(rrdb.read_response, RocksStatus.INVALID_ARGUMENT)
+            return self._response(rrdb.read_response, RocksStatus.INVALID_ARGUMENT, value=b"")
         value = self._engine.get(key)
         if value is not None and schema.is_live(value, self._epoch_now()):
             return self._response(rrdb.read_response, RocksStatus.OK, value=value[12:])
-        return self._response(rrdb.read_response, RocksStatus.NOT_FOUND)
+        return self._response(rrdb.read_response, RocksStatus.NOT_FOUND, value=b"")
 
     def ttl(self, key: bytes) -> Any:
         response = self._response(rrdb.ttl_response, RocksStatus.NOT_FOUND, ttl_seconds=0)
