@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dir", default="onebox", help="folder for configs, data and logs (default ./onebox)"
     )
+    p.add_argument(
+        "--base-port",
+        default=None,
+        help="the first cluster's meta port (default 34601); every other port moves with it",
+    )
     p.set_defaults(func=cmd_onebox)
     return ap
 
