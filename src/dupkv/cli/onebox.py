@@ -283,7 +283,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on the port: SO_REUSEADDR as asyncio's servers set it,
+    so connections of an earlier server still in TIME-WAIT do not count as "in use"."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
