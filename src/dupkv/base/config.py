@@ -41,30 +41,143 @@ def _k(section: str, name: str, kind: type, default: Any, help: str, **kw: Any) 
 KEYS: tuple[Key, ...] = (
     # [replication]: the replica server and duplication
     _k("replication", "cluster_name", str, "", "name of this cluster"),
-    _k("replication", "dup_cluster_name", str, "", "name used for duplication (default: cluster_name)"),
-    _k("replication", "data_dirs", str, "./data", "directory holding partitions and the meta store"),
+    _k(
+        "replication",
+        "dup_cluster_name",
+        str,
+        "",
+        "name used for duplication (default: cluster_name)",
+    ),
+    _k(
+        "replication", "data_dirs", str, "./data", "directory holding partitions and the meta store"
+    ),
     _k("replication", "duplication_enabled", bool, True, "serve duplication on this cluster"),
-    _k("replication", "duplicate_log_batch_bytes", int, 4096, "bytes of log per shipped batch", min=0),
-    _k("replication", "dup_max_allowed_write_size", int, 1 << 20, "cap on one DUPLICATE RPC body", min=0),
+    _k(
+        "replication",
+        "duplicate_log_batch_bytes",
+        int,
+        4096,
+        "bytes of log per shipped batch",
+        min=0,
+    ),
+    _k(
+        "replication",
+        "dup_max_allowed_write_size",
+        int,
+        1 << 20,
+        "cap on one DUPLICATE RPC body",
+        min=0,
+    ),
     _k("replication", "dup_ignore_other_cluster_ids", bool, False, "accept any remote cluster id"),
-    _k("replication", "max_allowed_write_size", int, 1 << 20, "largest write RPC body accepted", min=1),
+    _k(
+        "replication",
+        "max_allowed_write_size",
+        int,
+        1 << 20,
+        "largest write RPC body accepted",
+        min=1,
+    ),
     _k("replication", "plog_force_flush", bool, True, "fsync the plog before acknowledging writes"),
     _k("replication", "log_private_file_size_mb", int, 32, "plog segment size", min=1, max=4096),
-    _k("replication", "plog_gc_enabled", bool, True, "remove plog segments that are no longer needed"),
-    _k("replication", "checkpoint_interval_seconds", int, 60, "RocksDB flush + plog GC period", min=1),
-    _k("replication", "config_sync_interval_ms", int, 1000, "replica -> meta heartbeat period", min=50),
-    _k("replication", "duplication_sync_interval_ms", int, 1000, "duplication progress report period", min=50),
-    _k("replication", "dup_max_inflight_batches", int, 8, "shipped batches in flight per remote partition", min=1, max=1024),
-    _k("replication", "dup_retry_backoff_max_ms", int, 5000, "cap on shipping retry backoff", min=10),
+    _k(
+        "replication",
+        "plog_gc_enabled",
+        bool,
+        True,
+        "remove plog segments that are no longer needed",
+    ),
+    _k(
+        "replication",
+        "checkpoint_interval_seconds",
+        int,
+        60,
+        "RocksDB flush + plog GC period",
+        min=1,
+    ),
+    _k(
+        "replication",
+        "config_sync_interval_ms",
+        int,
+        1000,
+        "replica -> meta heartbeat period",
+        min=50,
+    ),
+    _k(
+        "replication",
+        "duplication_sync_interval_ms",
+        int,
+        1000,
+        "duplication progress report period",
+        min=50,
+    ),
+    _k(
+        "replication",
+        "dup_max_inflight_batches",
+        int,
+        8,
+        "shipped batches in flight per remote partition",
+        min=1,
+        max=1024,
+    ),
+    _k(
+        "replication",
+        "dup_retry_backoff_max_ms",
+        int,
+        5000,
+        "cap on shipping retry backoff",
+        min=10,
+    ),
     _k("replication", "dup_rpc_timeout_ms", int, 5000, "timeout of one DUPLICATE RPC", min=10),
-    _k("replication", "dup_fail_skip_max_retries", int, 5, "FAIL_SKIP: attempts before a batch is skipped", min=1),
-    _k("replication", "dup_tombstone_grace_seconds", int, 3600, "keep tombstones this long after every dup confirmed them", min=0),
-    _k("replication", "dup_progress_min_update_period_ms", int, 1000, "meta: least time between two stored progress updates of one partition", min=0),
-    _k("replication", "dup_progress_min_report_period_ms", int, 300000, "meta: least time between two progress log lines of one duplication", min=0),
-    _k("replication", "dup_remote_meta_timeout_ms", int, 3000, "meta: how long dup add waits for the remote cluster's meta", min=10, max=60000),
+    _k(
+        "replication",
+        "dup_fail_skip_max_retries",
+        int,
+        5,
+        "FAIL_SKIP: attempts before a batch is skipped",
+        min=1,
+    ),
+    _k(
+        "replication",
+        "dup_tombstone_grace_seconds",
+        int,
+        3600,
+        "keep tombstones this long after every dup confirmed them",
+        min=0,
+    ),
+    _k(
+        "replication",
+        "dup_progress_min_update_period_ms",
+        int,
+        1000,
+        "meta: least time between two stored progress updates of one partition",
+        min=0,
+    ),
+    _k(
+        "replication",
+        "dup_progress_min_report_period_ms",
+        int,
+        300000,
+        "meta: least time between two progress log lines of one duplication",
+        min=0,
+    ),
+    _k(
+        "replication",
+        "dup_remote_meta_timeout_ms",
+        int,
+        3000,
+        "meta: how long dup add waits for the remote cluster's meta",
+        min=10,
+        max=60000,
+    ),
     # [meta_server]
     _k("meta_server", "server_list", str, "127.0.0.1:34601", "meta servers of this cluster"),
-    _k("meta_server", "cluster_root", str, "", "metadata root path (default: /pegasus/<cluster_name>)"),
+    _k(
+        "meta_server",
+        "cluster_root",
+        str,
+        "",
+        "metadata root path (default: /pegasus/<cluster_name>)",
+    ),
     _k(
         "meta_server",
         "meta_state_service_type",
@@ -73,24 +186,73 @@ KEYS: tuple[Key, ...] = (
         "where metadata lives",
         choices=("meta_state_service_simple", "meta_state_service_zookeeper"),
     ),
-    _k("meta_server", "hold_seconds_for_dropped_app", int, 604800, "keep dropped tables this long", min=0),
-    _k("meta_server", "replica_server_lease_ms", int, 5000, "a replica server silent this long is UNALIVE", min=100),
+    _k(
+        "meta_server",
+        "hold_seconds_for_dropped_app",
+        int,
+        604800,
+        "keep dropped tables this long",
+        min=0,
+    ),
+    _k(
+        "meta_server",
+        "replica_server_lease_ms",
+        int,
+        5000,
+        "a replica server silent this long is UNALIVE",
+        min=100,
+    ),
     # [zookeeper]
     _k("zookeeper", "hosts_list", str, "", "ZooKeeper servers, host:port,host:port"),
     _k("zookeeper", "timeout_ms", int, 10000, "ZooKeeper session and call timeout", min=100),
     # [pegasus.server]: read limits and duplication follower metrics
-    _k("pegasus.server", "rocksdb_multi_get_max_iteration_count", int, 3000, "multi_get visit cap", min=1),
-    _k("pegasus.server", "rocksdb_multi_get_max_iteration_size", int, 30 << 20, "multi_get byte cap", min=0),
+    _k(
+        "pegasus.server",
+        "rocksdb_multi_get_max_iteration_count",
+        int,
+        3000,
+        "multi_get visit cap",
+        min=1,
+    ),
+    _k(
+        "pegasus.server",
+        "rocksdb_multi_get_max_iteration_size",
+        int,
+        30 << 20,
+        "multi_get byte cap",
+        min=0,
+    ),
     _k("pegasus.server", "rocksdb_max_iteration_count", int, 1000, "scan batch visit cap", min=1),
-    _k("pegasus.server", "rocksdb_iteration_threshold_time_ms", int, 30000, "range read time cap", min=0),
-    _k("pegasus.server", "rocksdb_block_cache_capacity", int, 64 << 20, "block cache bytes per partition", min=0),
-    _k("pegasus.server", "dup_lagging_write_threshold_ms", int, 10000, "lag above which a duplicated write counts as lagging", min=0),
+    _k(
+        "pegasus.server",
+        "rocksdb_iteration_threshold_time_ms",
+        int,
+        30000,
+        "range read time cap",
+        min=0,
+    ),
+    _k(
+        "pegasus.server",
+        "rocksdb_block_cache_capacity",
+        int,
+        64 << 20,
+        "block cache bytes per partition",
+        min=0,
+    ),
+    _k(
+        "pegasus.server",
+        "dup_lagging_write_threshold_ms",
+        int,
+        10000,
+        "lag above which a duplicated write counts as lagging",
+        min=0,
+    ),
     # [apps.meta] / [apps.replica]: listening ports
     _k("apps.meta", "ports", int, 34601, "meta server port", min=1, max=65535),
     _k("apps.replica", "ports", int, 34801, "replica server port", min=1, max=65535),
 )
 
-MAP_SECTIONS = ("pegasus.clusters", "duplication-group")
+MAP_SECTIONS = ("pegasus.clusters", "duplication-group", "duplication.address_map")
 _BY_NAME = {(k.section, k.name): k for k in KEYS}
 
 
@@ -131,12 +293,17 @@ class Config:
     ) -> None:
         self._values = values
         self.clusters = clusters
+        # [duplication.address_map] remote address -> address to dial instead (a relay or a
+        # WAN-emulating proxy in front of a remote replica server).
+        self.address_map: dict[str, str] = {}
         self.dup_group = dup_group
         self.source = source
         self.warnings = warnings
 
     @classmethod
-    def load(cls, path: str | Path, overrides: dict[tuple[str, str], str] | None = None) -> "Config":
+    def load(
+        cls, path: str | Path, overrides: dict[tuple[str, str], str] | None = None
+    ) -> "Config":
         path = Path(path)
         try:
             text = path.read_text()
@@ -152,7 +319,10 @@ class Config:
         overrides: dict[tuple[str, str], str] | None = None,
     ) -> "Config":
         parser = configparser.ConfigParser(
-            interpolation=None, comment_prefixes=(";", "#"), inline_comment_prefixes=(";", "#")
+            interpolation=None,
+            delimiters=("=",),
+            comment_prefixes=(";", "#"),
+            inline_comment_prefixes=(";", "#"),
         )
         parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep key case
         try:
@@ -178,8 +348,17 @@ class Config:
                 raise ConfigError(f"unknown setting [{section}] {name}")
             values[(section, name)] = _parse(key, value, f"{source}: [{section}] {name}")
         clusters = _parse_clusters(parser, source)
+        address_map: dict[str, str] = {}
+        if parser.has_section("duplication.address_map"):
+            for real, dial in parser.items("duplication.address_map"):
+                where = f"{source}: [duplication.address_map] {real}"
+                _check_address(real, where)
+                _check_address(dial.strip(), where)
+                address_map[real] = dial.strip()
         dup_group = _parse_dup_group(parser, source)
-        return cls(values, clusters, dup_group, source, warnings)
+        config = cls(values, clusters, dup_group, source, warnings)
+        config.address_map = address_map
+        return config
 
     def get(self, section: str, name: str) -> Any:
         if (section, name) in self._values:
@@ -240,7 +419,9 @@ def _parse_dup_group(parser: configparser.ConfigParser, source: str) -> dict[str
         if not 1 <= cid <= 127:
             raise ConfigError(f"{where} = {cid}: cluster ids are 1..127")
         if cid in seen:
-            raise ConfigError(f"{where} = {cid}: id already used by {seen[cid]}; ids must be unique")
+            raise ConfigError(
+                f"{where} = {cid}: id already used by {seen[cid]}; ids must be unique"
+            )
         seen[cid] = name
         out[name] = cid
     return out
@@ -257,4 +438,3 @@ def parse_address(addr: str) -> tuple[str, int]:
     _check_address(addr, "address")
     host, _, port = addr.rpartition(":")
     return host, int(port)
-

@@ -213,7 +213,11 @@ class DupManager:
             partition=hosted.partition,
             commit_signal=hosted.writer.subscribe,
             target=DupTarget(
-                slot.dupid, remote, entry.remote_app_name or hosted.app.app_name, metas
+                slot.dupid,
+                remote,
+                entry.remote_app_name or hosted.app.app_name,
+                metas,
+                self.config.address_map,
             ),
             cluster_id=self.cluster_id,
             pool=self.server.pool,

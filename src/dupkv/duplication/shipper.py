@@ -51,10 +51,17 @@ class Route:
 class RemoteTable:
     """The remote table's partition map, refreshed on demand (at most every 200 ms)."""
 
-    def __init__(self, pool: ConnectionPool, metas: list[str], app_name: str) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        metas: list[str],
+        app_name: str,
+        address_map: dict[str, str] | None = None,
+    ) -> None:
         self.pool = pool
         self.metas = metas
         self.app_name = app_name
+        self.address_map = address_map or {}
         self.route: Route | None = None
         self._refreshed_ms = 0
         self._lock = asyncio.Lock()
@@ -72,10 +79,11 @@ class RemoteTable:
                 request = meta.query_cfg_request(app_name=self.app_name, partition_indices=[])
                 err, resp = await self.pool.call(address, QUERY_CFG, request, timeout_ms=3000)
                 if err == ErrorCode.OK and resp.err == ErrorCode.OK:
+                    primaries = [unpack_address(p.primary or 0) for p in resp.partitions]
                     self.route = Route(
                         resp.app_id,
                         resp.partition_count,
-                        [unpack_address(p.primary or 0) for p in resp.partitions],
+                        [self.address_map.get(a, a) if a else a for a in primaries],
                     )
                     return self.route
                 last = resp.err if err == ErrorCode.OK else err
@@ -88,6 +96,7 @@ class DupTarget:
     remote_cluster: str
     remote_app_name: str
     remote_metas: list[str]
+    address_map: dict[str, str] | None = None  # [duplication.address_map]
 
 
 class Duplicator:
@@ -116,7 +125,9 @@ class Duplicator:
         self.create_ts_ms = create_ts_ms
         self.rpc_timeout_ms = rpc_timeout_ms
         self.metrics = metrics
-        self.remote = RemoteTable(pool, target.remote_metas, target.remote_app_name)
+        self.remote = RemoteTable(
+            pool, target.remote_metas, target.remote_app_name, target.address_map
+        )
         self.pipeline: Pipeline | None = None
         self.start_decree = 0
         self._commit_signal = commit_signal

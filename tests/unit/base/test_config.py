@@ -35,12 +35,16 @@ def test_typed_values_defaults_and_maps():
 @pytest.mark.parametrize(
     "text,message",
     [
-        ("[replication]\nduplicate_log_batch_bytes = lots\n",
-         r"\[replication\] duplicate_log_batch_bytes = 'lots': expected an integer"),
+        (
+            "[replication]\nduplicate_log_batch_bytes = lots\n",
+            r"\[replication\] duplicate_log_batch_bytes = 'lots': expected an integer",
+        ),
         ("[replication]\nduplicate_log_batch_bytes = -1\n", "must be >= 0"),
         ("[replication]\nplog_force_flush = maybe\n", "expected true or false"),
-        ("[meta_server]\nmeta_state_service_type = etcd\n",
-         "accepted values are meta_state_service_simple, meta_state_service_zookeeper"),
+        (
+            "[meta_server]\nmeta_state_service_type = etcd\n",
+            "accepted values are meta_state_service_simple, meta_state_service_zookeeper",
+        ),
         ("[duplication-group]\na = 1\nb = 1\n", "id already used by a"),
         ("[duplication-group]\na = 128\n", "cluster ids are 1..127"),
         ("[pegasus.clusters]\nremote = localhost\n", "is not host:port"),
@@ -53,8 +57,9 @@ def test_bad_values_name_section_key_value_and_what_is_accepted(text, message):
 
 
 def test_unknown_keys_warn_and_overrides_apply():
-    cfg = Config.parse("[replication]\nduplicate_log_batch = 1\n", "t.ini",
-                       {("apps.replica", "ports"): "34802"})
+    cfg = Config.parse(
+        "[replication]\nduplicate_log_batch = 1\n", "t.ini", {("apps.replica", "ports"): "34802"}
+    )
     assert any("duplicate_log_batch is not a known key" in w for w in cfg.warnings)
     assert cfg.get("apps.replica", "ports") == 34802
 
@@ -64,3 +69,10 @@ def test_require_and_missing_file(tmp_path):
         Config.parse("").require("replication", "cluster_name")
     with pytest.raises(ConfigError, match="cannot read config file"):
         Config.load(tmp_path / "nope.ini")
+
+
+def test_address_map_section():
+    cfg = Config.parse("[duplication.address_map]\n127.0.0.1:35801 = 127.0.0.1:45801\n")
+    assert cfg.address_map == {"127.0.0.1:35801": "127.0.0.1:45801"}
+    with pytest.raises(ConfigError, match="is not host:port"):
+        Config.parse("[duplication.address_map]\n127.0.0.1:35801 = nowhere\n")
