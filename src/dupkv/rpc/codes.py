@@ -15,7 +15,7 @@ from typing import Any
 
 from dupkv.rpc import wire
 from dupkv.rpc.idl_meta import meta
-from dupkv.rpc.thrift import IDL_DIR, deserialize, rrdb, serialize
+from dupkv.rpc.thrift import IDL_DIR, deserialize, encode_blob, rrdb, serialize
 
 ACK_SUFFIX = "_ACK"
 
@@ -57,9 +57,19 @@ SHAPES = wire.load_shapes(
 )
 
 
+T_BINARY = 18  # thriftpy2's type id for `binary` (a Thrift string on the wire)
+_RESULT_HEAD = b"\x0c\x00\x00"  # field 0 (success), a struct: every result is one
+_ARG_HEAD = b"\x0c\x00\x01"  # field 1, a struct (or a blob, which rDSN types STRUCT)
+
+
 @dataclass(frozen=True)
 class RpcMethod:
-    """One RPC: its task code, its thriftpy2 service method and its wire shapes."""
+    """One RPC: its task code, its thriftpy2 service method and its wire shapes.
+
+    The plans (`wire.compile_fields`) are precomputed so that the hot paths convert only
+    what has rDSN types inside, and decode the argument from its own bytes: a bare blob is
+    sliced, a struct read by thriftpy2 without going through the args wrapper.
+    """
 
     code: str
     service_name: str
@@ -70,10 +80,14 @@ class RpcMethod:
     arg_name: str  # attribute of field 1 in args_cls
     arg_ttype: int  # standard Thrift type of field 1
     shape: wire.MethodShape
-
-    @property
-    def reply_name(self) -> str:
-        return self.code + ACK_SUFFIX
+    arg_cls: Any = None  # field 1's struct class, if it is a struct
+    arg_is_blob: bool = False  # field 1 is a `binary`: its value is its bytes after the length
+    args_plan: wire.Plan = None
+    arg_plan: wire.Plan = None  # field 1's own plan, if it is a struct
+    result_plan: wire.Plan = None  # the result value's (field 0's) plan
+    result_struct_plan: wire.Plan = None  # the result struct's plan
+    result_value_cls: Any = None  # the result value's (field 0's) struct class
+    reply_name: str = ""
 
     # -- server side ---------------------------------------------------------------------
 
@@ -85,24 +99,49 @@ class RpcMethod:
         """The argument (field 1) from a standard args struct; raises ValueError."""
         return getattr(deserialize(self.args_cls, args_struct), self.arg_name)
 
+    def decode_arg_raw(self, args_struct: bytes, arg_raw: bytes) -> Any:
+        """The argument from its own standard bytes as the request decoder sliced them
+        (`arg_raw`, checked by the walker) or, for other types, from the args struct;
+        raises ValueError."""
+        if self.arg_is_blob:
+            return arg_raw[4:]
+        if self.arg_cls is not None:
+            return deserialize(self.arg_cls, arg_raw)
+        return self.decode_args(args_struct)
+
     def encode_result(self, value: Any) -> bytes:
-        """The result struct carrying `value`, in rDSN's dialect."""
+        """The result struct carrying `value`, in rDSN's dialect.
+
+        `value` is serialized by itself and wrapped as field 0 (every result is a struct);
+        it is walked only if its shape holds rDSN types (not update_response, for one).
+        """
         if self.result_cls is None:
             raise ValueError(f"{self.code} is oneway and has no result")
-        std = serialize(self.result_cls(success=value))
-        return wire.convert_struct(std, self.shape.result, to_rdsn=True)
+        std = serialize(value)
+        if self.result_plan is not None:
+            std = wire.convert_plan(std, self.result_plan, to_rdsn=True)
+        return _RESULT_HEAD + std + b"\x00"
 
     # -- client side ---------------------------------------------------------------------
 
     def encode_arg(self, arg: Any) -> bytes:
         """The args struct carrying `arg`, in rDSN's dialect."""
+        if self.arg_is_blob and isinstance(arg, bytes):
+            return _ARG_HEAD + encode_blob(arg) + b"\x00"
+        if self.arg_cls is not None and isinstance(arg, self.arg_cls):
+            std = serialize(arg)
+            if self.arg_plan is not None:
+                std = wire.convert_plan(std, self.arg_plan, to_rdsn=True)
+            return _ARG_HEAD + std + b"\x00"
         std = serialize(self.args_cls(**{self.arg_name: arg}))
-        return wire.convert_struct(std, self.shape.args, to_rdsn=True)
+        if self.args_plan is None:
+            return std
+        return wire.convert_plan(std, self.args_plan, to_rdsn=True)
 
     def encode_arg_raw(self, arg_raw: bytes) -> bytes:
         """The args struct around the standard encoding of its argument, in rDSN's dialect."""
         std = bytes([self.arg_ttype, 0, 1]) + arg_raw + b"\x00"
-        return wire.convert_struct(std, self.shape.args, to_rdsn=True)
+        return wire.convert_plan(std, self.args_plan, to_rdsn=True)
 
     def arg_raw_to(self, arg_raw: bytes, *, to_rdsn: bool) -> bytes:
         """Convert an argument's bytes (e.g. a shipped raw_message) to the other dialect.
@@ -113,7 +152,7 @@ class RpcMethod:
         node = self.shape.args.get(1)
         if node is None or node[0] != "s":
             return arg_raw  # a bare blob or integer: no type bytes inside
-        return wire.convert_struct(arg_raw, node[1], to_rdsn=to_rdsn)
+        return wire.convert_plan(arg_raw, self.arg_plan, to_rdsn=to_rdsn)
 
     def decode_result(self, result_struct: bytes) -> Any:
         """The result value (field 0) from a result struct in either dialect; None if absent.
@@ -122,7 +161,13 @@ class RpcMethod:
         """
         if self.result_cls is None:
             raise ValueError(f"{self.code} is oneway and has no result")
-        std = wire.convert_struct(result_struct, self.shape.result, to_rdsn=False)
+        if result_struct.startswith(_RESULT_HEAD):  # field 0 alone, as every server sends
+            buf = bytearray(result_struct)
+            end = len(buf) - 1
+            inner_end = wire.walk_plan(buf, 3, end, self.result_plan, to_rdsn=False)
+            if inner_end == end and buf[end] == wire.T_STOP:
+                return deserialize(self.result_value_cls, bytes(buf[3:end]))
+        std = wire.convert_plan(result_struct, self.result_struct_plan, to_rdsn=False)
         return deserialize(self.result_cls, std).success
 
 
@@ -133,6 +178,8 @@ def _build(code: str, service_name: str, method: str) -> RpcMethod:
     result_cls = None if shape.oneway else getattr(service, f"{method}_result")
     spec = args_cls.thrift_spec[1]
     ttype = spec[0]
+    arg_node = shape.args.get(1)
+    result_node = shape.result.get(0) if shape.result is not None else None
     return RpcMethod(
         code=code,
         service_name=service_name,
@@ -141,8 +188,20 @@ def _build(code: str, service_name: str, method: str) -> RpcMethod:
         args_cls=args_cls,
         result_cls=result_cls,
         arg_name=spec[1],
-        arg_ttype=11 if ttype == 18 else ttype,  # thriftpy2's BINARY is STRING on the wire
+        arg_ttype=wire.T_STRING if ttype == T_BINARY else ttype,  # BINARY is STRING on the wire
         shape=shape,
+        arg_cls=spec[2] if ttype == wire.T_STRUCT else None,
+        arg_is_blob=ttype == T_BINARY,
+        args_plan=wire.compile_fields(shape.args),
+        arg_plan=wire.compile_fields(arg_node[1]) if arg_node and arg_node[0] == "s" else None,
+        result_plan=(
+            wire.compile_fields(result_node[1])
+            if result_node is not None and result_node[0] == "s"
+            else None
+        ),
+        result_struct_plan=wire.compile_fields(shape.result),
+        result_value_cls=result_cls.thrift_spec[0][2] if result_cls is not None else None,
+        reply_name=code + ACK_SUFFIX,
     )
 
 

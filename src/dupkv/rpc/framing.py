@@ -36,10 +36,10 @@ yields a `Request` with `bad_args` set, to be answered with an error.
 
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dupkv.base.errors import ErrorCode
-from dupkv.rpc import codes
+from dupkv.rpc import codes, wire
 from dupkv.rpc.crc32c import crc32c
 from dupkv.rpc.wire import WireError
 
@@ -56,6 +56,7 @@ _HEADER = struct.Struct(">4sIIIIIiiIiQ")
 _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
 _CRC_FIELD = slice(12, 16)
+_OK_STRING = _I32.pack(len(ErrorCode.OK)) + ErrorCode.OK.encode("ascii")
 
 HTTP_METHOD_PREFIXES = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI")
 SNIFF_THFT, SNIFF_HTTP, SNIFF_UNKNOWN, SNIFF_MORE = "thft", "http", "unknown", "more"
@@ -74,8 +75,9 @@ def sniff(first: bytes) -> str:
     return SNIFF_UNKNOWN
 
 
-@dataclass(frozen=True)
-class RequestHeader:
+class RequestHeader(NamedTuple):
+    """The header fields a handler may use (a tuple: built once per request, cheaply)."""
+
     app_id: int = 0
     partition_index: int = 0
     client_timeout_ms: int = 0
@@ -85,27 +87,25 @@ class RequestHeader:
     body_crc32: int = 0
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """One decoded request frame.
 
-    `body` is as received; `args` (the args struct) and `args_raw` (its field 1) are in
-    standard Thrift and set when the task code is known and the args are well formed.
+    `args` (the args struct) and `args_raw` (its field 1) are in standard Thrift and set
+    when the task code is known and the args are well formed. (The body as received is not
+    kept: the args are converted in the receive buffer, in place.)
     """
 
     name: str
     seqid: int
     msg_type: int
     header: RequestHeader
-    body: bytes
     method: codes.RpcMethod | None
     args: bytes | None = None
     args_raw: bytes | None = None
     bad_args: str | None = None
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     """One decoded response frame; `result` is the result struct (empty unless ERR_OK)."""
 
     name: str
@@ -122,15 +122,13 @@ class FrameError:
     reason: str
 
 
-class _Incomplete(Exception):
-    pass
-
-
-def _read_string(buf: bytes, pos: int, limit: int, what: str) -> tuple[str, int]:
-    if pos + 4 > len(buf):
+def _read_string(
+    buf: bytes | bytearray, pos: int, end: int, limit: int, what: str
+) -> tuple[str, int]:
+    if pos + 4 > end:
         raise ValueError(f"{what}: truncated length")
     n = _I32.unpack_from(buf, pos)[0]
-    if n < 0 or n > limit or pos + 4 + n > len(buf):
+    if n < 0 or n > limit or pos + 4 + n > end:
         raise ValueError(f"{what}: bad length {n}")
     try:
         return buf[pos + 4 : pos + 4 + n].decode("utf-8"), pos + 4 + n
@@ -138,25 +136,29 @@ def _read_string(buf: bytes, pos: int, limit: int, what: str) -> tuple[str, int]
         raise ValueError(f"{what}: not UTF-8") from e
 
 
-def read_message_begin(buf: bytes, pos: int = 0) -> tuple[str, int, int, int]:
-    """Parse a Thrift message begin (strict or old-style): (name, type, seqid, end)."""
-    if pos + 4 > len(buf):
+def _message_begin(buf: bytes | bytearray, pos: int, end: int) -> tuple[str, int, int, int]:
+    word = _U32.unpack_from(buf, pos)[0] if pos + 4 <= end else None
+    if word is None:
         raise ValueError("message begin: truncated")
-    word = _U32.unpack_from(buf, pos)[0]
     if word & 0x80000000:
         if word & _VERSION_MASK != _VERSION_1:
             raise ValueError(f"message begin: bad version word {word:#x}")
         msg_type = word & 0xFF
-        name, pos = _read_string(buf, pos + 4, MAX_NAME_BYTES, "message name")
+        name, pos = _read_string(buf, pos + 4, end, MAX_NAME_BYTES, "message name")
     else:
-        name, pos = _read_string(buf, pos, MAX_NAME_BYTES, "message name")
-        if pos >= len(buf):
+        name, pos = _read_string(buf, pos, end, MAX_NAME_BYTES, "message name")
+        if pos >= end:
             raise ValueError("message begin: truncated type")
         msg_type = buf[pos]
         pos += 1
-    if pos + 4 > len(buf):
+    if pos + 4 > end:
         raise ValueError("message begin: truncated seqid")
     return name, msg_type, _I32.unpack_from(buf, pos)[0], pos + 4
+
+
+def read_message_begin(buf: bytes, pos: int = 0) -> tuple[str, int, int, int]:
+    """Parse a Thrift message begin (strict or old-style): (name, type, seqid, end)."""
+    return _message_begin(buf, pos, len(buf))
 
 
 def write_message_begin(name: str, msg_type: int, seqid: int) -> bytes:
@@ -170,20 +172,29 @@ def header_crc(header: bytes) -> int:
 
 
 class _Decoder:
-    """Shared buffering; a decoder that has reported a FrameError stays dead."""
+    """Shared buffering; a decoder that has reported a FrameError stays dead.
+
+    Frames are parsed where they lie in the receive buffer (`_pos` marks what has been
+    consumed); the consumed prefix is dropped when more data comes in.
+    """
 
     def __init__(self, max_frame_bytes: int) -> None:
         self._max = max_frame_bytes
         self._buf = bytearray()
+        self._pos = 0
         self._dead = False
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def receive_data(self, data: bytes) -> None:
-        if not self._dead:
-            self._buf += data
+        if self._dead:
+            return
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
 
     def feed(self, data: bytes) -> list:
         """Take bytes and return every event they complete."""
@@ -199,6 +210,7 @@ class _Decoder:
     def _fail(self, reason: str) -> FrameError:
         self._dead = True
         self._buf.clear()
+        self._pos = 0
         return FrameError(reason)
 
 
@@ -214,28 +226,24 @@ class RequestDecoder(_Decoder):
             raise ValueError(f"max_frame_bytes must be at least {HEADER_LEN}")
         super().__init__(max_frame_bytes)
         self._methods = methods
-        self._header: RequestHeader | None = None
+        self._header: RequestHeader | None = None  # of a frame whose body is still coming
         self._body_len = 0
 
     def next_event(self) -> Request | FrameError | None:
         if self._dead:
             return None
-        try:
-            return self._next()
-        except _Incomplete:
-            return None
-
-    def _next(self) -> Request | FrameError:
         buf = self._buf
-        if self._header is None:
-            n = min(4, len(buf))
-            if buf[:n] != MAGIC[:n]:
-                return self._fail(f"not a THFT frame: {bytes(buf[:4])!r}")
-            if len(buf) < HEADER_LEN:
-                raise _Incomplete
-            raw = bytes(buf[:HEADER_LEN])
-            magic, version, hlen, hcrc, blen, bcrc, app, pidx, tmo, thash, phash = _HEADER.unpack(
-                raw
+        pos = self._pos
+        header = self._header
+        if header is None:
+            avail = len(buf) - pos
+            if avail < HEADER_LEN:
+                n = min(4, avail)
+                if buf[pos : pos + n] != MAGIC[:n]:
+                    return self._fail(f"not a THFT frame: {bytes(buf[pos : pos + 4])!r}")
+                return None
+            magic, version, hlen, hcrc, blen, bcrc, app, pidx, tmo, thash, phash = (
+                _HEADER.unpack_from(buf, pos)
             )
             if magic != MAGIC:
                 return self._fail(f"not a THFT frame: {magic!r}")
@@ -243,37 +251,52 @@ class RequestDecoder(_Decoder):
                 return self._fail(f"unsupported THFT header version {version}")
             if hlen != HEADER_LEN:
                 return self._fail(f"THFT header length {hlen}, expected {HEADER_LEN}")
-            if hcrc != 0 and hcrc != header_crc(raw):
+            if hcrc != 0 and hcrc != header_crc(bytes(buf[pos : pos + HEADER_LEN])):
                 return self._fail(f"THFT header CRC mismatch ({hcrc:#010x})")
             if blen > self._max - HEADER_LEN:
                 return self._fail(f"frame of {HEADER_LEN + blen} bytes exceeds {self._max}")
-            self._header = RequestHeader(app, pidx, tmo, thash, phash, hcrc, bcrc)
+            header = RequestHeader(app, pidx, tmo, thash, phash, hcrc, bcrc)
+            pos += HEADER_LEN
+            self._pos = pos
             self._body_len = blen
-            del buf[:HEADER_LEN]
-        if len(buf) < self._body_len:
-            raise _Incomplete
-        header = self._header
-        body = bytes(buf[: self._body_len])
-        del buf[: self._body_len]
+        end = pos + self._body_len
+        if len(buf) < end:
+            self._header = header
+            return None
         self._header = None
+        self._pos = end
         try:
-            name, msg_type, seqid, args_start = read_message_begin(body)
+            name, msg_type, seqid, args_start = _message_begin(buf, pos, end)
         except ValueError as e:
             return self._fail(f"unreadable request: {e}")
         if msg_type not in (MSG_CALL, MSG_ONEWAY):
             return self._fail(f"message type {msg_type} is not a request")
         method = self._methods.get(name)
         if method is None:
-            return Request(name, seqid, msg_type, header, body, None)
+            return Request(name, seqid, msg_type, header, None)
         try:
-            args, args_raw = method.split_args(body, args_start)
-        except WireError as e:
-            return Request(name, seqid, msg_type, header, body, method, bad_args=str(e))
-        if args_raw is None:
-            return Request(
-                name, seqid, msg_type, header, body, method, bad_args="argument (field 1) missing"
+            span = wire.split_args_in_place(
+                buf, args_start, end, method.args_plan, method.arg_ttype
             )
-        return Request(name, seqid, msg_type, header, body, method, args, args_raw)
+        except WireError as e:
+            return Request(name, seqid, msg_type, header, method, bad_args=str(e))
+        if span is None:
+            return Request(
+                name, seqid, msg_type, header, method, bad_args="argument (field 1) missing"
+            )
+        args = bytes(buf[args_start:end])
+        args_raw = bytes(buf[span[0] : span[1]])
+        return Request(name, seqid, msg_type, header, method, args, args_raw)
+
+
+def _ok_head(code: str) -> bytes:
+    ok = ErrorCode.OK.encode("ascii")
+    begin = write_message_begin(code + codes.ACK_SUFFIX, MSG_REPLY, 0)[:-4]  # no seqid
+    return _I32.pack(len(ok)) + ok + begin
+
+
+# What precedes the seqid in an ERR_OK reply to each known task code.
+_OK_HEADS = {code: _ok_head(code) for code in codes.METHODS}
 
 
 def encode_response(name: str, seqid: int, error_code: str, result: bytes | None) -> bytes:
@@ -281,6 +304,11 @@ def encode_response(name: str, seqid: int, error_code: str, result: bytes | None
 
     `result` (the result struct) is sent only with ERR_OK, where it is required.
     """
+    if error_code == ErrorCode.OK:
+        head = _OK_HEADS.get(name)
+        if head is not None and result is not None:
+            total = 4 + len(head) + 4 + len(result)
+            return b"".join((_U32.pack(total), head, _I32.pack(seqid), result))
     parts = [_I32.pack(len(error_code)), error_code.encode("ascii")]
     parts.append(write_message_begin(name + codes.ACK_SUFFIX, MSG_REPLY, seqid))
     if error_code == ErrorCode.OK:
@@ -346,20 +374,24 @@ class ResponseDecoder(_Decoder):
 
     def next_event(self) -> Response | FrameError | None:
         buf = self._buf
-        if self._dead or len(buf) < 4:
+        pos = self._pos
+        if self._dead or len(buf) - pos < 4:
             return None
-        total = _U32.unpack_from(buf, 0)[0]
+        total = _U32.unpack_from(buf, pos)[0]
         if total < 4 + 4 + 12:  # length, empty error string, shortest message begin
             return self._fail(f"response length {total} is too short")
         if total > self._max:
             return self._fail(f"response of {total} bytes exceeds {self._max}")
-        if len(buf) < total:
+        end = pos + total
+        if len(buf) < end:
             return None
-        frame = bytes(buf[4:total])
-        del buf[:total]
+        self._pos = end
         try:
-            error_code, pos = _read_string(frame, 0, MAX_NAME_BYTES, "error code")
-            name, msg_type, seqid, pos = read_message_begin(frame, pos)
+            if buf[pos + 4 : pos + 14] == _OK_STRING:
+                error_code, p = ErrorCode.OK, pos + 14
+            else:
+                error_code, p = _read_string(buf, pos + 4, end, MAX_NAME_BYTES, "error code")
+            name, msg_type, seqid, p = _message_begin(buf, p, end)
         except ValueError as e:
             return self._fail(f"unreadable response: {e}")
-        return Response(name, seqid, error_code, msg_type, frame[pos:])
+        return Response(name, seqid, error_code, msg_type, bytes(buf[p:end]))

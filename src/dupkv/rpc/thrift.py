@@ -8,13 +8,14 @@ sortkey_count). Those raw bytes are what the mutation log stores and duplication
 """
 
 import struct
+import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
 import thriftpy2
-from thriftpy2.protocol import TCyBinaryProtocolFactory
+from thriftpy2.protocol import TCyBinaryProtocol, TCyBinaryProtocolFactory
+from thriftpy2.transport import TCyMemoryBuffer
 from thriftpy2.utils import deserialize as _deserialize
-from thriftpy2.utils import serialize as _serialize
 
 IDL_DIR = Path(__file__).parent / "idl"
 PROTOCOL = TCyBinaryProtocolFactory()
@@ -25,8 +26,33 @@ T = TypeVar("T")
 _I32 = struct.Struct(">i")
 
 
+_KEEP_BUFFER_BYTES = 64 << 10  # a thread's buffer grows with its largest struct: cap it
+
+
+class _Writer(threading.local):
+    """One output buffer per thread, reused: thriftpy2's `serialize` allocates a 4 KiB
+    buffer and a protocol object per call, which is half the cost of encoding a small
+    struct. (A failed write cleans the buffer: TCyBinaryProtocol.write_struct does.)"""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = TCyMemoryBuffer()
+        self.protocol = TCyBinaryProtocol(self.buffer)
+
+
+_writer = _Writer()
+
+
 def serialize(obj: Any) -> bytes:
-    return _serialize(obj, PROTOCOL)
+    w = _writer
+    w.protocol.write_struct(obj)
+    data: bytes = w.buffer.getvalue()
+    w.buffer.clean()
+    if len(data) > _KEEP_BUFFER_BYTES:  # the buffer grew and never shrinks: let it go
+        w.reset()
+    return data
 
 
 def deserialize(cls: type[T], data: bytes) -> T:

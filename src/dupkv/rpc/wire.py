@@ -227,6 +227,68 @@ def load_shapes(paths: list[Path]) -> Shapes:
 
 
 # ---------------------------------------------------------------------------------------
+# Plans: the shapes compiled for the walker.
+#
+# The walker needs a shape only to find the rDSN-typed values whose type bytes it rewrites;
+# everything else it walks as the wire says (and checks all the same). So a plan keeps only
+# what leads to an rDSN type: a struct's plan maps field id -> entry for those fields alone,
+# and is None when nothing inside the struct needs converting. Then a field missing from
+# the plan costs one dict lookup, a struct whose plan is None costs none, and encoding a
+# result without rDSN types inside (update_response, say) needs no walk at all.
+#
+# Entries are tuples tagged by their first item:
+#   (K_CUSTOM, std)            an rDSN custom type whose payload's standard type is std
+#   (K_STRUCT, plan)           a struct with rDSN types inside
+#   (K_LIST, elem_entry)       a list or set whose elements hold rDSN types
+#   (K_MAP, key_entry, value_entry)   (either may be None)
+
+K_CUSTOM, K_STRUCT, K_LIST, K_MAP = 0, 1, 2, 3
+Plan = dict[int, tuple] | None
+
+_WIDTH = bytes(
+    _FIXED_WIDTH.get(t, 0) for t in range(256)
+)  # type byte -> width of a fixed-width value, 0 for the others
+_MIN = tuple(_MIN_WIDTH.get(t, 0) for t in range(256))  # 0: not a Thrift type
+
+_plans: dict[int, tuple[Fields, Plan]] = {}  # id(fields) -> (fields kept alive, its plan)
+
+
+def compile_fields(fields: Fields | None) -> Plan:
+    """The plan of a struct shape (memoized; shapes are long-lived)."""
+    if fields is None:
+        return None
+    hit = _plans.get(id(fields))
+    if hit is not None:
+        return hit[1]
+    plan: dict[int, tuple] = {}
+    _plans[id(fields)] = (fields, plan)  # a recursive shape finds itself here
+    for fid, node in fields.items():
+        entry = _entry(node)
+        if entry is not None:
+            plan[fid] = entry
+    if not plan:
+        _plans[id(fields)] = (fields, None)
+        return None
+    return plan
+
+
+def _entry(node: Node) -> tuple | None:
+    kind = node[0]
+    if kind == "c":
+        return (K_CUSTOM, node[1])
+    if kind == "s":
+        plan = compile_fields(node[1])
+        return None if plan is None else (K_STRUCT, plan)
+    if kind == "l":
+        elem = _entry(node[1])
+        return None if elem is None else (K_LIST, elem)
+    if kind == "m":
+        key, value = _entry(node[1]), _entry(node[2])
+        return None if key is None and value is None else (K_MAP, key, value)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
 # The walker.
 
 
@@ -240,144 +302,203 @@ def expected_type(node: Node | None) -> int | None:
     return {"s": T_STRUCT, "l": T_LIST, "m": T_MAP}[kind]
 
 
-def _need(pos: int, n: int, end: int) -> None:
-    if n < 0 or pos + n > end:
-        raise WireError(f"value of {n} bytes at offset {pos} runs past the end ({end})")
+def _past_end(pos: int, end: int) -> WireError:
+    return WireError(f"value at offset {pos} runs past the end ({end})")
 
 
-def _retype(buf: bytearray, tpos: int, t: int, node: Node | None, to_rdsn: bool) -> tuple:
-    """Resolve the wire type `t` found at `tpos` against the expected node.
+def _walk_struct(buf: bytearray, pos: int, end: int, plan: Plan, to_rdsn: bool, depth: int) -> int:
+    """Walk the fields of a struct from `pos` to its STOP byte; return the offset after it.
 
-    Returns (standard type to read, child node or None). An rDSN custom type is accepted in
-    both forms and its type byte rewritten; a type that matches nothing is walked as what
-    the wire says (Thrift skips mismatched fields, and so will thriftpy2).
+    The hot loop of every request and reply: fixed-width and string fields are handled
+    inline, rDSN fields are rewritten here, and only nested values cost a call.
     """
-    if node is None:
-        return t, None
-    kind = node[0]
-    if kind == "c":
-        std = node[1]
-        if t in (T_STRUCT, std):
-            buf[tpos] = T_STRUCT if to_rdsn else std
-            return std, None
-        return t, None
-    if kind == "p":
-        return t, None
-    if kind == "s":
-        return t, (node if t == T_STRUCT else None)
-    if kind == "l":
-        return t, (node if t in (T_LIST, T_SET) else None)
-    return t, (node if t == T_MAP else None)
-
-
-def _walk_value(
-    buf: bytearray, pos: int, end: int, t: int, node: Node | None, to_rdsn: bool, depth: int
-) -> int:
-    width = _FIXED_WIDTH.get(t)
-    if width is not None:
-        _need(pos, width, end)
-        return pos + width
-    if t == T_STRING:
-        _need(pos, 4, end)
-        n = _I32.unpack_from(buf, pos)[0]
-        _need(pos + 4, n, end)
-        return pos + 4 + n
-    if depth >= MAX_DEPTH:
-        raise WireError(f"nesting deeper than {MAX_DEPTH}")
-    if t == T_STRUCT:
-        return walk_struct(buf, pos, end, node[1] if node else None, to_rdsn, depth + 1)
-    if t in (T_LIST, T_SET):
-        _need(pos, 5, end)
-        et, elem = _retype(buf, pos, buf[pos], node[1] if node else None, to_rdsn)
-        n = _I32.unpack_from(buf, pos + 1)[0]
-        pos += 5
-        if et not in _MIN_WIDTH:
-            raise WireError(f"unknown element type {et} at offset {pos - 5}")
-        _need(pos, n * _MIN_WIDTH[et], end)
-        width = _FIXED_WIDTH.get(et)
-        if width is not None:
-            return pos + n * width
-        for _ in range(n):
-            pos = _walk_value(buf, pos, end, et, elem, to_rdsn, depth + 1)
-        return pos
-    if t == T_MAP:
-        _need(pos, 6, end)
-        kt, knode = _retype(buf, pos, buf[pos], node[1] if node else None, to_rdsn)
-        vt, vnode = _retype(buf, pos + 1, buf[pos + 1], node[2] if node else None, to_rdsn)
-        n = _I32.unpack_from(buf, pos + 2)[0]
-        pos += 6
-        if kt not in _MIN_WIDTH or vt not in _MIN_WIDTH:
-            raise WireError(f"unknown map key/value type {kt}/{vt} at offset {pos - 6}")
-        _need(pos, n * (_MIN_WIDTH[kt] + _MIN_WIDTH[vt]), end)
-        for _ in range(n):
-            pos = _walk_value(buf, pos, end, kt, knode, to_rdsn, depth + 1)
-            pos = _walk_value(buf, pos, end, vt, vnode, to_rdsn, depth + 1)
-        return pos
-    raise WireError(f"unknown Thrift type {t} at offset {pos}")
-
-
-def walk_struct(
-    buf: bytearray, pos: int, end: int, fields: Fields | None, to_rdsn: bool, depth: int = 0
-) -> int:
-    """Walk one struct starting at `pos`, converting type bytes in place; return its end."""
-    fixed = _FIXED_WIDTH
+    width = _WIDTH
+    unpack = _I32.unpack_from
     while True:
         if pos >= end:
             raise WireError(f"struct at offset {pos} runs past the end ({end})")
         t = buf[pos]
         if t == T_STOP:
             return pos + 1
-        _need(pos, 3, end)
-        node = fields.get(_I16.unpack_from(buf, pos + 1)[0]) if fields else None
-        rt, child = _retype(buf, pos, t, node, to_rdsn) if node is not None else (t, None)
+        if pos + 3 > end:
+            raise _past_end(pos, end)
+        entry = None
+        if plan is not None:
+            entry = plan.get((buf[pos + 1] << 8) | buf[pos + 2])
+            if entry is not None and entry[0] == K_CUSTOM:
+                std = entry[1]
+                if t in (T_STRUCT, std):
+                    buf[pos] = T_STRUCT if to_rdsn else std
+                    t = std
+                entry = None
         pos += 3
-        width = fixed.get(rt)  # the common primitive cases, inline
-        if width is not None:
-            pos += width
+        w = width[t]
+        if w:
+            pos += w
             if pos > end:
-                raise WireError(f"field value runs past the end ({end})")
-        elif rt == T_STRING:
-            _need(pos, 4, end)
-            pos += 4 + _I32.unpack_from(buf, pos)[0]
-            if pos < 0 or pos > end:
-                raise WireError(f"string runs past the end ({end})")
+                raise _past_end(pos - w, end)
+        elif t == T_STRING:
+            if pos + 4 > end:
+                raise _past_end(pos, end)
+            n = unpack(buf, pos)[0]
+            pos += 4 + n
+            if n < 0 or pos > end:
+                raise WireError(f"string of {n} bytes at offset {pos - 4 - n} runs past {end}")
         else:
-            pos = _walk_value(buf, pos, end, rt, child, to_rdsn, depth)
+            pos = _walk_value(buf, pos, end, t, entry, to_rdsn, depth)
 
 
-def convert_struct(data: bytes, fields: Fields | None, *, to_rdsn: bool) -> bytes:
-    """Convert a whole struct (nothing may follow its STOP byte) to the other dialect."""
+def _walk_value(
+    buf: bytearray, pos: int, end: int, t: int, entry: tuple | None, to_rdsn: bool, depth: int
+) -> int:
+    """Walk one value of wire type `t` (its shape `entry` applies only if `t` matches)."""
+    w = _WIDTH[t]
+    if w:
+        if pos + w > end:
+            raise _past_end(pos, end)
+        return pos + w
+    if t == T_STRING:
+        if pos + 4 > end:
+            raise _past_end(pos, end)
+        n = _I32.unpack_from(buf, pos)[0]
+        if n < 0 or pos + 4 + n > end:
+            raise WireError(f"string of {n} bytes at offset {pos} runs past the end ({end})")
+        return pos + 4 + n
+    if depth >= MAX_DEPTH:
+        raise WireError(f"nesting deeper than {MAX_DEPTH}")
+    if t == T_STRUCT:
+        plan = entry[1] if entry is not None and entry[0] == K_STRUCT else None
+        return _walk_struct(buf, pos, end, plan, to_rdsn, depth + 1)
+    if t in (T_LIST, T_SET):
+        if pos + 5 > end:
+            raise _past_end(pos, end)
+        elem = entry[1] if entry is not None and entry[0] == K_LIST else None
+        et, elem = _retype(buf, pos, elem, to_rdsn)
+        n = _I32.unpack_from(buf, pos + 1)[0]
+        pos += 5
+        if not _MIN[et]:
+            raise WireError(f"unknown element type {et} at offset {pos - 5}")
+        if n < 0 or pos + n * _MIN[et] > end:
+            raise WireError(f"list of {n} items at offset {pos - 5} runs past the end ({end})")
+        if _WIDTH[et]:
+            return pos + n * _WIDTH[et]
+        for _ in range(n):
+            pos = _walk_value(buf, pos, end, et, elem, to_rdsn, depth + 1)
+        return pos
+    if t == T_MAP:
+        if pos + 6 > end:
+            raise _past_end(pos, end)
+        kentry = ventry = None
+        if entry is not None and entry[0] == K_MAP:
+            kentry, ventry = entry[1], entry[2]
+        kt, kentry = _retype(buf, pos, kentry, to_rdsn)
+        vt, ventry = _retype(buf, pos + 1, ventry, to_rdsn)
+        n = _I32.unpack_from(buf, pos + 2)[0]
+        pos += 6
+        if not _MIN[kt] or not _MIN[vt]:
+            raise WireError(f"unknown map key/value type {kt}/{vt} at offset {pos - 6}")
+        if n < 0 or pos + n * (_MIN[kt] + _MIN[vt]) > end:
+            raise WireError(f"map of {n} items at offset {pos - 6} runs past the end ({end})")
+        for _ in range(n):
+            pos = _walk_value(buf, pos, end, kt, kentry, to_rdsn, depth + 1)
+            pos = _walk_value(buf, pos, end, vt, ventry, to_rdsn, depth + 1)
+        return pos
+    raise WireError(f"unknown Thrift type {t} at offset {pos}")
+
+
+def _retype(buf: bytearray, tpos: int, entry: tuple | None, to_rdsn: bool) -> tuple:
+    """A container's element (or key, value) type byte at `tpos` against its shape.
+
+    Returns (standard type to walk, entry for the elements or None). An rDSN custom type is
+    accepted in both forms and its type byte rewritten; a type that matches nothing is
+    walked as what the wire says (Thrift skips mismatched fields, and so will thriftpy2).
+    """
+    t = buf[tpos]
+    if entry is None:
+        return t, None
+    kind = entry[0]
+    if kind == K_CUSTOM:
+        std = entry[1]
+        if t in (T_STRUCT, std):
+            buf[tpos] = T_STRUCT if to_rdsn else std
+            return std, None
+        return t, None
+    if kind == K_STRUCT:
+        return t, (entry if t == T_STRUCT else None)
+    if kind == K_LIST:
+        return t, (entry if t in (T_LIST, T_SET) else None)
+    return t, (entry if t == T_MAP else None)
+
+
+def walk_struct(
+    buf: bytearray, pos: int, end: int, fields: Fields | None, to_rdsn: bool, depth: int = 0
+) -> int:
+    """Walk one struct starting at `pos`, converting type bytes in place; return its end."""
+    return _walk_struct(buf, pos, end, compile_fields(fields), to_rdsn, depth)
+
+
+def walk_plan(buf: bytearray, pos: int, end: int, plan: Plan, *, to_rdsn: bool) -> int:
+    """`walk_struct` with a compiled plan (see `compile_fields`)."""
+    return _walk_struct(buf, pos, end, plan, to_rdsn, 0)
+
+
+def convert_plan(data: bytes, plan: Plan, *, to_rdsn: bool) -> bytes:
+    """`convert_struct` with a compiled plan (see `compile_fields`)."""
     buf = bytearray(data)
-    end = walk_struct(buf, 0, len(buf), fields, to_rdsn)
+    end = _walk_struct(buf, 0, len(buf), plan, to_rdsn, 0)
     if end != len(buf):
         raise WireError(f"{len(buf) - end} bytes follow the struct")
     return bytes(buf)
 
 
-def split_args(body: bytes, start: int, args: Fields) -> tuple[bytes, bytes | None]:
-    """Normalize a request's args struct (body[start:], ending the body) to standard Thrift.
+def convert_struct(data: bytes, fields: Fields | None, *, to_rdsn: bool) -> bytes:
+    """Convert a whole struct (nothing may follow its STOP byte) to the other dialect."""
+    return convert_plan(data, compile_fields(fields), to_rdsn=to_rdsn)
 
-    Returns (the args struct, the value of its field 1 or None if absent). Field 1's bytes
-    are a slice of the converted body, not a re-encoding.
+
+def split_args_in_place(
+    buf: bytearray, start: int, end: int, plan: Plan, arg_type: int | None
+) -> tuple[int, int] | None:
+    """Normalize the args struct buf[start:end] (it must end there) to standard Thrift.
+
+    Returns the span of its field 1's value, or None if there is no field 1 of the expected
+    wire type `arg_type`. Field 1 is walked here, the fields after it by the struct walker.
     """
-    buf = bytearray(body)
-    end = len(buf)
     pos = start
     field1: tuple[int, int] | None = None
     while True:
-        _need(pos, 1, end)
+        if pos >= end:
+            raise WireError(f"args struct at offset {pos} runs past the end ({end})")
         t = buf[pos]
         if t == T_STOP:
             pos += 1
             break
-        _need(pos, 3, end)
-        fid = _I16.unpack_from(buf, pos + 1)[0]
-        rt, child = _retype(buf, pos, t, args.get(fid), False)
+        if pos + 3 > end:
+            raise _past_end(pos, end)
+        fid = (buf[pos + 1] << 8) | buf[pos + 2]
+        entry = plan.get(fid) if plan is not None else None
+        if entry is not None and entry[0] == K_CUSTOM:
+            std = entry[1]
+            if t in (T_STRUCT, std):
+                buf[pos] = t = std
+            entry = None
         value_start = pos + 3
-        pos = _walk_value(buf, value_start, end, rt, child, False, 1)
-        if fid == 1 and field1 is None and rt == expected_type(args.get(1)):
+        pos = _walk_value(buf, value_start, end, t, entry, False, 1)
+        if fid == 1 and field1 is None and t == arg_type:
             field1 = (value_start, pos)
     if pos != end:
         raise WireError(f"{end - pos} bytes follow the args struct")
-    raw = bytes(buf[field1[0] : field1[1]]) if field1 else None
+    return field1
+
+
+def split_args(body: bytes, start: int, args: Fields) -> tuple[bytes, bytes | None]:
+    """Normalize a request's args struct (body[start:], ending the body) to standard Thrift.
+
+    Returns (the args struct, the value of its field 1 or None if absent).
+    """
+    buf = bytearray(body)
+    span = split_args_in_place(
+        buf, start, len(buf), compile_fields(args), expected_type(args.get(1))
+    )
+    raw = bytes(buf[span[0] : span[1]]) if span else None
     return bytes(buf[start:]), raw
