@@ -32,7 +32,8 @@ VALUE = b"x" * 100
 
 def put_op(i: int) -> WriteOp:
     req = rrdb.update_request(
-        key=schema.encode_key(b"hk%010d" % i, b"sk%06d" % (i % 1000)), value=VALUE,
+        key=schema.encode_key(b"hk%010d" % i, b"sk%06d" % (i % 1000)),
+        value=VALUE,
         expire_ts_seconds=0,
     )
     return WriteOp(TaskCode.PUT, req, serialize(req))
@@ -59,7 +60,8 @@ def bench_single_put(path: Path, seconds: float, fsync: bool) -> dict:
 
 def bench_batched_put(path: Path, seconds: float, batch: int) -> dict:
     p = Partition(path, PartitionOptions())
-    groups = iter([[put_op(i * batch + j) for j in range(batch)] for i in range(int(seconds * 150))])
+    n_groups = int(seconds * 150)
+    groups = iter([[put_op(i * batch + j) for j in range(batch)] for i in range(n_groups)])
     try:
         n, dt = timed(seconds, lambda: len(p.write(next(groups))))
     finally:

@@ -109,7 +109,8 @@ def wait_equal(
             differ = {k for k in da if k in db and da[k] != db[k]}
             raise AssertionError(
                 f"tables differ after {timeout_s}s: {len(da)} vs {len(db)} records, "
-                f"{len(missing)} missing at B (e.g. {sorted(missing)[:3]}), {len(extra)} extra at B "
+                f"{len(missing)} missing at B (e.g. {sorted(missing)[:3]}), "
+                f"{len(extra)} extra at B "
                 f"(e.g. {sorted(extra)[:3]}), {len(differ)} with other values"
                 + ("" if expected is None else f"; expected {len(expected)} records")
             )

@@ -209,12 +209,12 @@ class Pipeline:
         ):
             self.loading = True
             actions.append(Load(self.next_load, limits.load_bytes))
-        if self.idle and not self._heartbeat_inflight:
-            if now_ms - self.last_activity_ms >= limits.heartbeat_ms:
-                self._heartbeat_inflight = True
-                pidx = self._heartbeat_pidx
-                self._heartbeat_pidx = (pidx + 1) % self.remote_count
-                actions.append(Heartbeat(pidx))
+        quiet = now_ms - self.last_activity_ms >= limits.heartbeat_ms
+        if self.idle and not self._heartbeat_inflight and quiet:
+            self._heartbeat_inflight = True
+            pidx = self._heartbeat_pidx
+            self._heartbeat_pidx = (pidx + 1) % self.remote_count
+            actions.append(Heartbeat(pidx))
         wake = [due for due, _ in self._retry.values()]
         if self.idle and not self._heartbeat_inflight:
             wake.append(self.last_activity_ms + limits.heartbeat_ms)

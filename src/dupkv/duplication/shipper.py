@@ -9,6 +9,7 @@ by the next duplicator, which last-writer-wins makes harmless.
 """
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -148,10 +149,8 @@ class Duplicator:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         if self._reader is not None:
             self._reader.close()

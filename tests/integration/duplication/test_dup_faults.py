@@ -8,12 +8,6 @@ import random
 import time
 
 import pytest
-
-from dupkv.base.errors import DupkvError, ErrorCode
-from dupkv.client import Client
-from dupkv.client.blocking import BlockingClient
-from dupkv.duplication.status import DupStatus, FailMode
-
 from support.cluster import Cluster, free_port, http_get
 from support.dup import (
     SOURCE,
@@ -26,6 +20,11 @@ from support.dup import (
     two_clusters,
     wait_equal,
 )
+
+from dupkv.base.errors import DupkvError, ErrorCode
+from dupkv.client import Client
+from dupkv.client.blocking import BlockingClient
+from dupkv.duplication.status import DupStatus, FailMode
 
 
 @pytest.fixture(scope="module")
@@ -242,32 +241,35 @@ def test_plog_is_kept_for_a_paused_dup_and_released_by_remove(tmp_path):
     """Log GC never removes what a duplication has not confirmed; removing it releases the
     log. Segments of 1 MiB and a checkpoint every 5 s make this quick to see."""
     small = "[replication]\nlog_private_file_size_mb = 1\ncheckpoint_interval_seconds = 2\n"
-    with two_clusters(tmp_path, replicas=1, extra_config=small) as (a, b):
-        with BlockingClient(a.meta_address) as ca, BlockingClient(b.meta_address) as cb:
-            dupid = setup_table(ca, cb, "gc", 1, 1)
-            t = ca.open_table("gc")
-            t.set(b"first", b"s", b"v")
-            wait_equal(ca, cb, "gc", "gc")
-            assert modify_dup(ca, "gc", dupid, status=DupStatus.DS_PAUSE) == ErrorCode.OK
-            time.sleep(1.5)
-            value = b"x" * 1000
-            for i in range(4000):  # ~4 MiB of log: several segments
-                t.set(b"k%d" % (i % 50), b"s", value)
-            app_id = t.app_id
+    with (
+        two_clusters(tmp_path, replicas=1, extra_config=small) as (a, b),
+        BlockingClient(a.meta_address) as ca,
+        BlockingClient(b.meta_address) as cb,
+    ):
+        dupid = setup_table(ca, cb, "gc", 1, 1)
+        t = ca.open_table("gc")
+        t.set(b"first", b"s", b"v")
+        wait_equal(ca, cb, "gc", "gc")
+        assert modify_dup(ca, "gc", dupid, status=DupStatus.DS_PAUSE) == ErrorCode.OK
+        time.sleep(1.5)
+        value = b"x" * 1000
+        for i in range(4000):  # ~4 MiB of log: several segments
+            t.set(b"k%d" % (i % 50), b"s", value)
+        app_id = t.app_id
 
-            def plog():
-                (part,) = json.loads(http_get(a.replica_ports[0], "/replica/partitions")).values()
-                return part
+        def plog():
+            (part,) = json.loads(http_get(a.replica_ports[0], "/replica/partitions")).values()
+            return part
 
-            time.sleep(6)  # a few checkpoints
-            status = replica_dup_status(a, app_id)["0"][str(dupid)]
-            assert plog()["plog_first_decree"] <= status["confirmed_decree"] + 1
-            assert plog()["plog_bytes"] > 3 << 20
-            assert modify_dup(ca, "gc", dupid, status=DupStatus.DS_REMOVED) == ErrorCode.OK
-            deadline = time.monotonic() + 30
-            while plog()["plog_bytes"] > 2 << 20 and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert plog()["plog_bytes"] <= 2 << 20, plog()
+        time.sleep(6)  # a few checkpoints
+        status = replica_dup_status(a, app_id)["0"][str(dupid)]
+        assert plog()["plog_first_decree"] <= status["confirmed_decree"] + 1
+        assert plog()["plog_bytes"] > 3 << 20
+        assert modify_dup(ca, "gc", dupid, status=DupStatus.DS_REMOVED) == ErrorCode.OK
+        deadline = time.monotonic() + 30
+        while plog()["plog_bytes"] > 2 << 20 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert plog()["plog_bytes"] <= 2 << 20, plog()
 
 
 def test_http_endpoints_show_status_progress_and_lag(clients, clusters):

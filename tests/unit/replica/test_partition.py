@@ -1,5 +1,7 @@
 """The partition's write and read paths against real RocksDB and plog files."""
 
+import contextlib
+
 import pytest
 
 from dupkv.base.errors import RocksStatus
@@ -107,10 +109,8 @@ def make(tmp_path, clock):
     yield _make
     for p in opened:
         if p.plog is not None:
-            try:
+            with contextlib.suppress(Exception):
                 p.close()
-            except Exception:
-                pass
 
 
 def get(p, hk, sk):
