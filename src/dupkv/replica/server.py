@@ -32,7 +32,7 @@ from dupkv.replica.writer import GroupCommitWriter
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid, unpack_gpid
-from dupkv.rpc.server import RpcReply, RpcRequest, RpcServer
+from dupkv.rpc.server import InlineHandler, RpcReply, RpcRequest, RpcServer
 from dupkv.rpc.thrift import rrdb
 from dupkv.storage.mutation import TaskCode
 
@@ -138,23 +138,9 @@ class ReplicaServer:
     async def run(self) -> None:
         """Serve until `stop()` is called."""
         self.reps_dir.mkdir(parents=True, exist_ok=True)
-        handlers: dict[str, Callable[[RpcRequest], Awaitable[RpcReply]]] = {
-            code: self._on_write for code in WRITE_CODES
-        }
-        handlers.update(
-            {
-                "RPC_RRDB_RRDB_GET": self._on_read("get"),
-                "RPC_RRDB_RRDB_MULTI_GET": self._on_read("multi_get"),
-                "RPC_RRDB_RRDB_BATCH_GET": self._on_read("batch_get"),
-                "RPC_RRDB_RRDB_SORTKEY_COUNT": self._on_read("sortkey_count"),
-                "RPC_RRDB_RRDB_TTL": self._on_read("ttl"),
-                "RPC_RRDB_RRDB_GET_SCANNER": self._on_read("get_scanner"),
-                "RPC_RRDB_RRDB_SCAN": self._on_read("scan"),
-                "RPC_RRDB_RRDB_CLEAR_SCANNER": self._on_clear_scanner,
-                **self.extra_handlers,
-            }
-        )
-        self.rpc = RpcServer(self.host, self.port, handlers, self.router)
+        inline = self.inline_handlers()
+        handlers = {c: h for c, h in self.extra_handlers.items() if c not in inline}
+        self.rpc = RpcServer(self.host, self.port, handlers, self.router, inline=inline)
         await self.rpc.start()
         log.info("replica server serving on %s, data in %s", self.address, self.reps_dir)
         try:
@@ -392,6 +378,18 @@ class ReplicaServer:
 
     # -- RPC handlers ------------------------------------------------------------------
 
+    def inline_handlers(self) -> dict[str, InlineHandler]:
+        """The rrdb handlers, all inline (see dupkv.rpc.server): reads never wait, and a
+        write waits on its group commit's Future, not in a task of its own."""
+        handlers: dict[str, InlineHandler] = {code: self._on_write for code in WRITE_CODES}
+        handlers.update(
+            {code: self._on_read(getattr(Partition, method)) for code, method in READS.items()}
+        )
+        handlers["RPC_RRDB_RRDB_CLEAR_SCANNER"] = self._on_clear_scanner
+        for code in self.extra_handlers:  # an extra handler replaces ours
+            handlers.pop(code, None)
+        return handlers
+
     def _hosted(self, req: RpcRequest) -> Hosted:
         h = req.header
         hosted = self.partitions.get((h.app_id, h.partition_index))
@@ -402,7 +400,7 @@ class ReplicaServer:
             )
         return hosted
 
-    async def _on_write(self, req: RpcRequest) -> RpcReply:
+    def _on_write(self, req: RpcRequest) -> "RpcReply | asyncio.Future[Any]":
         hosted = self._hosted(req)
         hosted.requests[req.name].inc()
         if len(req.args_raw) > self.max_write_bytes:
@@ -416,40 +414,43 @@ class ReplicaServer:
             if not entries:  # a shipping heartbeat: answered, never logged
                 return RpcReply(ErrorCode.OK, _DUP_HEARTBEAT_OK)
             self._dup_requests.inc(len(entries))
-        elif req.name in ATOMIC_CODES and hosted.partition.options.duplicating:
-            if (hosted.app.envs or {}).get(REJECT_ATOMIC_ENV, "false") == "true":
-                self._rejected_atomic.inc()
-                raise DupkvError(
-                    ErrorCode.OPERATION_DISABLED,
-                    f"table {hosted.app.app_name} is duplicated and refuses atomic writes "
-                    f"({REJECT_ATOMIC_ENV}=true)",
-                )
-        op = WriteOp(WRITE_CODES[req.name], req.arg, req.args_raw)
-        return RpcReply(ErrorCode.OK, await hosted.writer.write(op))
+        elif (
+            req.name in ATOMIC_CODES
+            and hosted.partition.options.duplicating
+            and (hosted.app.envs or {}).get(REJECT_ATOMIC_ENV, "false") == "true"
+        ):
+            self._rejected_atomic.inc()
+            raise DupkvError(
+                ErrorCode.OPERATION_DISABLED,
+                f"table {hosted.app.app_name} is duplicated and refuses atomic writes "
+                f"({REJECT_ATOMIC_ENV}=true)",
+            )
+        return hosted.writer.submit(WriteOp(WRITE_CODES[req.name], req.arg, req.args_raw))
 
-    def _on_read(self, method: str) -> Callable[[RpcRequest], Awaitable[RpcReply]]:
-        async def handler(req: RpcRequest) -> RpcReply:
+    def _on_read(self, read: Callable[[Partition, Any], Any]) -> InlineHandler:
+        def handler(req: RpcRequest) -> RpcReply:
             hosted = self._hosted(req)
             hosted.requests[req.name].inc()
-            return RpcReply(ErrorCode.OK, getattr(hosted.partition, method)(req.arg))
+            return RpcReply(ErrorCode.OK, read(hosted.partition, req.arg))
 
         return handler
 
-    async def _on_clear_scanner(self, req: RpcRequest) -> RpcReply:
+    def _on_clear_scanner(self, req: RpcRequest) -> RpcReply:
         with contextlib.suppress(DupkvError):
             self._hosted(req).partition.clear_scanner(req.arg)
         return RpcReply(ErrorCode.OK, None)
 
 
-READ_CODES = (
-    "RPC_RRDB_RRDB_GET",
-    "RPC_RRDB_RRDB_MULTI_GET",
-    "RPC_RRDB_RRDB_BATCH_GET",
-    "RPC_RRDB_RRDB_SORTKEY_COUNT",
-    "RPC_RRDB_RRDB_TTL",
-    "RPC_RRDB_RRDB_GET_SCANNER",
-    "RPC_RRDB_RRDB_SCAN",
-)
+READS = {  # task code -> the Partition method that serves it
+    "RPC_RRDB_RRDB_GET": "get",
+    "RPC_RRDB_RRDB_MULTI_GET": "multi_get",
+    "RPC_RRDB_RRDB_BATCH_GET": "batch_get",
+    "RPC_RRDB_RRDB_SORTKEY_COUNT": "sortkey_count",
+    "RPC_RRDB_RRDB_TTL": "ttl",
+    "RPC_RRDB_RRDB_GET_SCANNER": "get_scanner",
+    "RPC_RRDB_RRDB_SCAN": "scan",
+}
+READ_CODES = tuple(READS)
 _DUP_HEARTBEAT_OK = rrdb.duplicate_response(error=0)
 
 

@@ -56,6 +56,14 @@ class GroupCommitWriter:
 
     async def write(self, op: WriteOp) -> Any:
         """Queue a write and wait until it is durable and applied; returns its response."""
+        return await self.submit(op)
+
+    def submit(self, op: WriteOp) -> "asyncio.Future[Any]":
+        """Queue a write; the Future gets its response once it is durable and applied.
+
+        Raises DupkvError at once when the writer is closing or its queue is full. (The RPC
+        server answers the Future when it is done, without a task per write.)
+        """
         if self._closing:
             raise DupkvError(ErrorCode.INVALID_STATE, f"partition {self.partition.gpid} is closing")
         if len(self._pending) >= self.max_pending_ops:
@@ -63,7 +71,7 @@ class GroupCommitWriter:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         self._wakeup.set()
-        return await future
+        return future
 
     async def _run(self) -> None:
         inflight: _Inflight | None = None

@@ -6,7 +6,12 @@ else is closed.
 
 RPC: a request whose task code has a handler in the dispatcher runs as its own task, so
 requests on one connection run concurrently and replies may leave out of order (clients
-match them by seqid). What goes back:
+match them by seqid). An `inline` handler is a plain function, called as its request is
+decoded: it returns the reply, or a Future of the result (a write waiting for its group
+commit), answered with ERR_OK when it is done or like a raising handler when it fails.
+That saves a Task per request — creating, scheduling and finishing one costs about as much
+as decoding, serving and encoding a get — so reads and writes of the data path are inline;
+a handler that awaits anything else stays a coroutine. What goes back:
 - no handler for the code (unknown code, or one this server does not serve):
   ERR_HANDLER_NOT_FOUND, and the connection stays up;
 - args that are malformed or cannot be decoded: ERR_INVALID_DATA;
@@ -21,10 +26,11 @@ A broken stream (bad header or header CRC, oversized frame, unreadable message b
 logged and the connection closed without an answer.
 
 Back-pressure: a connection stops reading once `max_inflight_per_conn` of its requests are
-running, or while its transport's write buffer is over the high-water mark, and reads
-again when both are below. Every handler task is owned by the server: `stop()` closes the
-listener and every connection, waits up to `stop_timeout_s` for running handlers, then
-cancels the rest and waits for them.
+running (a task, or an inline handler's pending Future), or while its transport's write
+buffer is over the high-water mark, and reads again when both are below. Every handler
+task and pending Future is owned by the server: `stop()` closes the listener and every
+connection, waits up to `stop_timeout_s` for running handlers, then cancels the rest and
+waits for them.
 
 HTTP: one request at a time per connection (reading pauses meanwhile), keep-alive honoured;
 a malformed request gets its 4xx and the connection is closed; a failing http_handler is
@@ -32,11 +38,12 @@ logged and answered with 500.
 """
 
 import asyncio
+import functools
+import inspect
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dupkv.base.errors import BadInput, DupkvError, ErrorCode
 from dupkv.rpc import codes, framing, httpcodec
@@ -51,8 +58,7 @@ DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_STOP_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class RpcRequest:
+class RpcRequest(NamedTuple):
     """What a handler gets: the decoded argument, its raw bytes, and where it came from."""
 
     name: str  # task code, e.g. "RPC_RRDB_RRDB_PUT"
@@ -64,13 +70,15 @@ class RpcRequest:
     local: str  # this server's "host:port"
 
 
-@dataclass(frozen=True)
-class RpcReply:
+class RpcReply(NamedTuple):
     error_code: str  # an ErrorCode name; the result is sent only with ERR_OK
     result: Any = None
 
 
 Handler = Callable[[RpcRequest], Awaitable[RpcReply]]
+# Called as the request is decoded; must not block. It returns the reply, or a Future of the
+# result to answer with ERR_OK when it is done.
+InlineHandler = Callable[[RpcRequest], "RpcReply | asyncio.Future[Any]"]
 HttpHandler = Callable[[str, str, dict[str, str], bytes], Awaitable[HttpResponse]]
 
 
@@ -88,20 +96,29 @@ class RpcServer:
         dispatcher: Mapping[str, Handler],
         http_handler: HttpHandler | None = None,
         *,
+        inline: Mapping[str, InlineHandler] | None = None,
         max_frame_bytes: int = framing.DEFAULT_MAX_FRAME_BYTES,
         max_inflight_per_conn: int = DEFAULT_MAX_INFLIGHT_PER_CONN,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_http_body_bytes: int = httpcodec.DEFAULT_MAX_BODY_BYTES,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
     ) -> None:
-        unknown = sorted(set(dispatcher) - set(codes.METHODS))
+        inline = dict(inline or {})
+        unknown = sorted((set(dispatcher) | set(inline)) - set(codes.METHODS))
         if unknown:
             raise ValueError(f"no task code registered in rpc.codes for {unknown}")
+        both = sorted(set(dispatcher) & set(inline))
+        if both:
+            raise ValueError(f"task codes with both a handler and an inline handler: {both}")
+        coroutines = sorted(c for c, h in inline.items() if inspect.iscoroutinefunction(h))
+        if coroutines:
+            raise ValueError(f"inline handlers must be plain functions: {coroutines}")
         if max_inflight_per_conn < 1 or max_connections < 1:
             raise ValueError("max_inflight_per_conn and max_connections must be at least 1")
         self.host = host
         self.port = port
         self._dispatcher = dict(dispatcher)
+        self._inline = inline
         self._http_handler = http_handler
         self.max_frame_bytes = max_frame_bytes
         self.max_inflight_per_conn = max_inflight_per_conn
@@ -110,7 +127,7 @@ class RpcServer:
         self.stop_timeout_s = stop_timeout_s
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Connection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()  # handler tasks and inline Futures
         self._stopping = False
         self.handler_errors = 0  # handler bugs answered with ERR_UNKNOWN
 
@@ -151,12 +168,11 @@ class RpcServer:
     # -- used by connections -------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._own(asyncio.ensure_future(coro))
 
-    def _handler(self, name: str) -> Handler | None:
-        return self._dispatcher.get(name)
+    def _own(self, future: "asyncio.Future[Any]") -> None:
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
 
 
 class _Connection(asyncio.Protocol):
@@ -260,9 +276,11 @@ class _Connection(asyncio.Protocol):
     # -- RPC -----------------------------------------------------------------------------
 
     def _pump_rpc(self) -> None:
-        assert self.rpc is not None
-        while not self.closed and self.inflight < self.server.max_inflight_per_conn:
-            event = self.rpc.next_event()
+        rpc = self.rpc
+        assert rpc is not None
+        limit = self.server.max_inflight_per_conn
+        while not self.closed and self.inflight < limit:
+            event = rpc.next_event()
             if event is None:
                 break
             if isinstance(event, FrameError):
@@ -278,8 +296,11 @@ class _Connection(asyncio.Protocol):
             self._write(framing.encode_response(req.name, req.seqid, error_code, result))
 
     def _dispatch(self, req: Request) -> None:
-        handler = self.server._handler(req.name)
-        if handler is None or req.method is None:
+        server = self.server
+        method = req.method
+        inline = server._inline.get(req.name)
+        handler = server._dispatcher.get(req.name) if inline is None else None
+        if (inline is None and handler is None) or method is None:
             log.info("no handler for %s from %s", req.name, self.peer)
             self._answer(req, ErrorCode.HANDLER_NOT_FOUND)
             return
@@ -288,16 +309,44 @@ class _Connection(asyncio.Protocol):
             self._answer(req, ErrorCode.INVALID_DATA)
             return
         try:
-            arg = req.method.decode_args(req.args)
+            arg = method.decode_arg_raw(req.args, req.args_raw)
         except ValueError as e:
             log.info("undecodable %s from %s: %s", req.name, self.peer, e)
             self._answer(req, ErrorCode.INVALID_DATA)
             return
         rpc_req = RpcRequest(
-            req.name, req.seqid, req.header, arg, req.args_raw, self.peer, self.server.address
+            req.name, req.seqid, req.header, arg, req.args_raw, self.peer, server.address
         )
-        self.inflight += 1
-        self.server._spawn(self._run(handler, rpc_req, req))
+        if inline is None:
+            assert handler is not None
+            self.inflight += 1
+            server._spawn(self._run(handler, rpc_req, req))
+            return
+        try:
+            out = inline(rpc_req)
+        except Exception as e:
+            self._reply(req, self._error_reply(rpc_req, e))
+            return
+        if isinstance(out, asyncio.Future):
+            self.inflight += 1
+            server._own(out)
+            out.add_done_callback(functools.partial(self._inline_done, rpc_req, req))
+            return
+        self._reply(req, self._checked(rpc_req, out))
+
+    def _inline_done(
+        self, rpc_req: RpcRequest, req: Request, future: "asyncio.Future[Any]"
+    ) -> None:
+        self.inflight -= 1
+        if not self.closed:
+            self._pump_rpc()
+        if future.cancelled():  # the server is stopping: nobody to answer
+            return
+        error = future.exception()
+        if error is not None:
+            self._reply(req, self._error_reply(rpc_req, error))
+        else:
+            self._reply(req, RpcReply(ErrorCode.OK, future.result()))
 
     async def _run(self, handler: Handler, rpc_req: RpcRequest, req: Request) -> None:
         try:
@@ -306,13 +355,18 @@ class _Connection(asyncio.Protocol):
             self.inflight -= 1
             if not self.closed:
                 self._pump_rpc()
-        assert req.method is not None
+        self._reply(req, reply)
+
+    def _reply(self, req: Request, reply: RpcReply) -> None:
+        """Encode and send a handler's reply; an unencodable result is a handler bug."""
+        method = req.method
+        assert method is not None
         result = None
-        if reply.error_code == ErrorCode.OK and not req.method.oneway:
+        if reply.error_code == ErrorCode.OK and not method.oneway:
             try:
                 if reply.result is None:
                     raise ValueError("ERR_OK without a result")
-                result = req.method.encode_result(reply.result)
+                result = method.encode_result(reply.result)
             except Exception:
                 self.server.handler_errors += 1
                 log.exception("handler for %s returned an unencodable result", req.name)
@@ -322,15 +376,28 @@ class _Connection(asyncio.Protocol):
     async def _call(self, handler: Handler, req: RpcRequest) -> RpcReply:
         try:
             reply = await handler(req)
-        except DupkvError as e:
-            return RpcReply(e.code)
-        except BadInput as e:
-            log.info("%s from %s: bad input: %s", req.name, req.peer, e)
+        except Exception as e:
+            return self._error_reply(req, e)
+        return self._checked(req, reply)
+
+    def _error_reply(self, req: RpcRequest, error: BaseException) -> RpcReply:
+        """The reply to a handler that raised (see the module docstring)."""
+        if isinstance(error, DupkvError):
+            return RpcReply(error.code)
+        if isinstance(error, BadInput):
+            log.info("%s from %s: bad input: %s", req.name, req.peer, error)
             return RpcReply(ErrorCode.INVALID_PARAMETERS)
-        except Exception:
-            self.server.handler_errors += 1
-            log.exception("handler for %s (seqid %d from %s) failed", req.name, req.seqid, req.peer)
-            return RpcReply(ErrorCode.UNKNOWN)
+        self.server.handler_errors += 1
+        log.error(
+            "handler for %s (seqid %d from %s) failed",
+            req.name,
+            req.seqid,
+            req.peer,
+            exc_info=error,
+        )
+        return RpcReply(ErrorCode.UNKNOWN)
+
+    def _checked(self, req: RpcRequest, reply: Any) -> RpcReply:
         if not isinstance(reply, RpcReply):
             self.server.handler_errors += 1
             log.error("handler for %s returned %r, not an RpcReply", req.name, reply)

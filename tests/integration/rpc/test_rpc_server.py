@@ -391,3 +391,71 @@ def test_dispatcher_keys_must_be_registered_codes():
         assert "RPC_MADE_UP" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_inline_handlers_answer_at_once_or_when_their_future_is_done():
+    pending: list[asyncio.Future] = []
+
+    def put(req: RpcRequest):
+        key = req.arg.key
+        if key == b"busy":
+            raise DupkvError(ErrorCode.BUSY, "throttled")
+        if key == b"bug":
+            raise KeyError("a bug")
+        if key == b"bad":
+            return "not a reply"
+        if key.startswith(b"later"):
+            future = asyncio.get_running_loop().create_future()
+            pending.append(future)
+            return future
+        return RpcReply(ErrorCode.OK, rrdb.update_response(error=0, server=key.decode()))
+
+    async def main():
+        async with serving({}, inline={PUT.code: put}, max_inflight_per_conn=2) as server:
+            conn = await connect("127.0.0.1", server.port)
+            call = conn.call
+            code, resp = await call(PUT.code, update(b"now"))
+            assert (code, resp.server) == (ErrorCode.OK, "now")
+            assert await call(PUT.code, update(b"busy")) == (ErrorCode.BUSY, None)
+            assert await call(PUT.code, update(b"bug")) == (ErrorCode.UNKNOWN, None)
+            assert await call(PUT.code, update(b"bad")) == (ErrorCode.UNKNOWN, None)
+            assert server.handler_errors == 2
+            # Pending futures count against max_inflight_per_conn: the third waits unread.
+            calls = [
+                asyncio.ensure_future(call(PUT.code, update(b"later%d" % i))) for i in range(3)
+            ]
+            await asyncio.sleep(0.1)
+            assert len(pending) == 2
+            pending[0].set_result(rrdb.update_response(error=0, server="first"))
+            pending[1].set_exception(DupkvError(ErrorCode.INVALID_STATE, "closing"))
+            await asyncio.sleep(0.1)
+            assert len(pending) == 3
+            pending[2].set_result(rrdb.update_response(error=0, server="third"))
+            (c0, r0), c1, (c2, r2) = await asyncio.gather(*calls)
+            assert (c0, r0.server, c1, c2, r2.server) == (
+                ErrorCode.OK,
+                "first",
+                (ErrorCode.INVALID_STATE, None),
+                ErrorCode.OK,
+                "third",
+            )
+            conn.close()
+
+    run(main())
+
+
+def test_inline_handlers_must_be_plain_functions_of_their_own_codes():
+    for kw in (
+        {"inline": {PUT.code: echo_put}},  # a coroutine function
+        {
+            "inline": {PUT.code: lambda req: RpcReply(ErrorCode.OK)},
+            "dispatcher": {PUT.code: echo_put},
+        },
+    ):
+        dispatcher = kw.pop("dispatcher", {})
+        try:
+            RpcServer("127.0.0.1", 0, dispatcher, **kw)
+        except ValueError as e:
+            assert PUT.code in str(e)
+        else:
+            raise AssertionError(f"expected ValueError for {kw}")
