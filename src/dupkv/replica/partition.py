@@ -408,11 +408,13 @@ class Partition:
                     rrdb.incr_response, RocksStatus.INVALID_ARGUMENT, new_value=0, decree=0
                 ), None
             old, old_expire = self._read_live(ov, req.key, epoch_now)
-            r = atomic.evaluate_incr(old, old_expire, req.increment, req.expire_ts_seconds or 0)
-            response = self._response(rrdb.incr_response, r.error, new_value=r.new_value, decree=0)
-            if r.produced is None:
+            ri = atomic.evaluate_incr(old, old_expire, req.increment, req.expire_ts_seconds or 0)
+            response = self._response(
+                rrdb.incr_response, ri.error, new_value=ri.new_value, decree=0
+            )
+            if ri.produced is None:
                 return response, None
-            _, value, expire_ts = r.produced.puts[0]
+            _, value, expire_ts = ri.produced.puts[0]
             return response, [_put(req.key, value, expire_ts, UT_INCR)]
         hash_key = req.hash_key
         cls = (
@@ -424,6 +426,7 @@ class Partition:
             return self._response(cls, RocksStatus.INVALID_ARGUMENT, decree=0), None
         check_key = schema.encode_key(hash_key, req.check_sort_key)
         current, _ = self._read_live(ov, check_key, epoch_now)
+        r: atomic.CheckResult
         if code == TaskCode.CHECK_AND_SET:
             set_sort_key = req.set_sort_key if req.set_diff_sort_key else req.check_sort_key
             r = atomic.evaluate_check_and_set(

@@ -56,7 +56,8 @@ class Engine:
         opts.set_block_based_table_factory(table)
         self._db = Rdict(str(self.path), opts, column_families={META_CF: Options(raw_mode=True)})
         self._write_opts = WriteOptions()
-        self._write_opts.disable_wal = True
+        # A property at runtime; rocksdict's stub declares it as a method.
+        self._write_opts.disable_wal = True  # type: ignore[method-assign,assignment]
         self._db.set_write_options(self._write_opts)
         self._meta = self._db.get_column_family(META_CF)
         self._meta_handle = self._db.get_column_family_handle(META_CF)
@@ -79,7 +80,10 @@ class Engine:
         return self._db.get(key)
 
     def multi_get(self, keys: list[bytes]) -> list[bytes | None]:
-        return self._db.get(keys) if keys else []
+        if not keys:
+            return []
+        values: list[bytes | None] = self._db.get(keys)  # type: ignore[arg-type,assignment]
+        return values
 
     def iterator(self, upper_bound: bytes | None = None) -> Any:
         """A raw RocksDB iterator; the caller must drop it (`del`) before `close`."""
