@@ -60,7 +60,7 @@ def bench_single_put(path: Path, seconds: float, fsync: bool) -> dict:
 
 def bench_batched_put(path: Path, seconds: float, batch: int) -> dict:
     p = Partition(path, PartitionOptions())
-    n_groups = int(seconds * 150)
+    n_groups = int(seconds * 400)  # enough for 400k puts/s
     groups = iter([[put_op(i * batch + j) for j in range(batch)] for i in range(n_groups)])
     try:
         n, dt = timed(seconds, lambda: len(p.write(next(groups))))
@@ -74,7 +74,7 @@ async def _group_commit(path: Path, seconds: float, concurrency: int) -> dict:
     writer = GroupCommitWriter(p, max_group_ops=1000)
     writer.start()
     # Requests are decoded before they reach the partition; build them outside the clock.
-    ops = [put_op(i) for i in range(int(seconds * 150_000))]
+    ops = [put_op(i) for i in range(int(seconds * 200_000))]
     it = iter(ops)
     done = 0
     deadline = time.perf_counter() + seconds
