@@ -255,8 +255,8 @@ class DupManager:
     def _restart_crashed(self) -> None:
         for (gpid, _), slot in self.slots.items():
             d = slot.duplicator
-            if d is not None and d._task is not None and d._task.done():
-                error = d._task.exception() if not d._task.cancelled() else None
+            error = d.crash() if d is not None else None
+            if d is not None and error is not None:
                 log.error("dup %d %d.%d crashed: %r; restarting", slot.dupid, *gpid, error)
                 slot.shipped_decree = max(slot.shipped_decree, d.shipped_decree)
                 slot.duplicator = None

@@ -156,6 +156,13 @@ class Duplicator:
             self._reader.close()
             self._reader = None
 
+    def crash(self) -> BaseException | None:
+        """The exception that ended the duplicator's task, if it died (not if stopped)."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
     @property
     def shipped_decree(self) -> int:
         """The decree up to which the remote acknowledged every write (confirmed if unknown)."""
