@@ -177,11 +177,8 @@ class Client:
     async def _send_meta(
         self, address: str, code: str, request: Any, timeout_ms: int
     ) -> tuple[str, Any]:
-        try:
-            async with asyncio.timeout(timeout_ms / 1000):  # also bounds the connect
-                return await self._pool.call(address, code, request, timeout_ms=timeout_ms)
-        except TimeoutError:
-            return ErrorCode.TIMEOUT, None
+        # The pool's call is bounded by its timeout, connecting included.
+        return await self._pool.call(address, code, request, timeout_ms=timeout_ms)
 
     async def _reach_any_meta(self) -> None:
         errors = []

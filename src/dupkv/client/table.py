@@ -517,19 +517,15 @@ class Table:
     async def _send(self, target: Target, code: str, arg: Any, timeout_ms: int) -> tuple[str, Any]:
         if target.address is None:
             return ErrorCode.OBJECT_NOT_FOUND, None  # no primary known: refresh
-        try:
-            async with asyncio.timeout(timeout_ms / 1000):  # also bounds the connect
-                return await self._client._pool.call(
-                    target.address,
-                    code,
-                    arg,
-                    app_id=target.app_id,
-                    partition_index=target.partition_index,
-                    partition_hash=target.partition_hash,
-                    timeout_ms=timeout_ms,
-                )
-        except TimeoutError:
-            return ErrorCode.TIMEOUT, None
+        return await self._client._pool.call(  # its timeout also bounds the connect
+            target.address,
+            code,
+            arg,
+            app_id=target.app_id,
+            partition_index=target.partition_index,
+            partition_hash=target.partition_hash,
+            timeout_ms=timeout_ms,
+        )
 
     async def _refresh_within(self, seen_gen: int, deadline: float) -> bool:
         """Refresh the route unless someone did since `seen_gen`; False if the deadline

@@ -293,8 +293,17 @@ def test_max_pending_makes_callers_wait_within_their_timeout():
                 ErrorCode.TIMEOUT,
                 None,
             )
+            # Waiters are served in order; one cancelled while waiting gives its turn on.
+            cancelled = asyncio.ensure_future(conn.call(PUT.code, update(b"x")))
+            waiting = asyncio.ensure_future(conn.call(PUT.code, update(b"w")))
+            await asyncio.sleep(0.05)
+            cancelled.cancel()
             gate.set()
-            assert [c for c, _ in await asyncio.gather(*calls)] == [ErrorCode.OK] * 2
+            outcomes = await asyncio.gather(*calls, waiting)
+            assert [c for c, _ in outcomes] == [ErrorCode.OK] * 3
+            assert outcomes[2][1].server == "w" and cancelled.cancelled()
+            assert conn.pending_count == 0
+            assert (await conn.call(PUT.code, update(b"k"), timeout_ms=1000))[0] == ErrorCode.OK
             conn.close()
 
     run(main())
