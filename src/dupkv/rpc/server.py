@@ -181,6 +181,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.writer: CoalescingWriter | None = None
         self.peer = "?"
+        self.local = server.address
         self.mode: str | None = None
         self.first = b""
         self.rpc: framing.RequestDecoder | None = None
@@ -315,7 +316,7 @@ class _Connection(asyncio.Protocol):
             self._answer(req, ErrorCode.INVALID_DATA)
             return
         rpc_req = RpcRequest(
-            req.name, req.seqid, req.header, arg, req.args_raw, self.peer, server.address
+            req.name, req.seqid, req.header, arg, req.args_raw, self.peer, self.local
         )
         if inline is None:
             assert handler is not None
