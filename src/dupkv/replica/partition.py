@@ -103,11 +103,12 @@ class Overlay:
     """RocksDB as seen by a group being staged: its own earlier writes first, then those of
     the previous group if that one is staged but not yet committed (`base`)."""
 
-    __slots__ = ("_engine", "_base", "writes")
+    __slots__ = ("_engine", "_base", "_read", "writes")
 
     def __init__(self, engine: Engine, base: dict[bytes, bytes | None] | None = None) -> None:
         self._engine = engine
         self._base = base
+        self._read: dict[bytes, bytes | None] = {}  # RocksDB values fetched by prefetch()
         self.writes: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
@@ -115,7 +116,16 @@ class Overlay:
             return self.writes[key]
         if self._base is not None and key in self._base:
             return self._base[key]
+        if key in self._read:
+            return self._read[key]
         return self._engine.get(key)
+
+    def prefetch(self, keys: list[bytes]) -> None:
+        """Read many keys from RocksDB in one multi-get (last-writer-wins reads them all)."""
+        base = self._base or {}
+        wanted = [k for k in keys if k not in self.writes and k not in base]
+        if wanted:
+            self._read.update(zip(wanted, self._engine.multi_get(wanted), strict=True))
 
     def put(self, key: bytes, value: bytes) -> None:
         self.writes[key] = value
@@ -356,38 +366,43 @@ class Partition:
     def _stage_duplicate(
         self, ov: Overlay, op: WriteOp, ts: int
     ) -> tuple[Any, list[_Logged] | None]:
-        hint = self._check_duplicate(op.request)
+        hint, shipped = self._check_duplicate(op.request)
         if hint:
             return rrdb.duplicate_response(
                 error=RocksStatus.INVALID_ARGUMENT, error_hint=hint
             ), None
-        return rrdb.duplicate_response(error=RocksStatus.OK), [_logged(op)]
+        # Apply works on the writes decoded here; the plog keeps the request's raw bytes.
+        logged = _logged(op)
+        return rrdb.duplicate_response(error=RocksStatus.OK), [logged._replace(request=shipped)]
 
-    def _check_duplicate(self, req: Any) -> str:
-        """Why a DUPLICATE request must be refused as a whole, or "" to accept it."""
+    def _check_duplicate(self, req: Any) -> tuple[str, list[tuple[Any, Any]]]:
+        """Why a DUPLICATE request must be refused as a whole ("" to accept it), and its
+        entries paired with their decoded writes."""
         if not req.entries:
-            return "duplicate request carries no entries"
+            return "duplicate request carries no entries", []
         own = self.options.cluster_id
+        shipped = []
         for entry in req.entries:
             cid = entry.cluster_id or 0
             if cid == own:
-                return f"self-duplicating: entry from cluster id {cid}, which is this cluster"
+                return f"self-duplicating: entry from cluster id {cid}, which is this cluster", []
             if (
                 cid not in self.options.dup_group_ids
                 and not self.options.dup_ignore_other_cluster_ids
             ):
-                return f"request cluster id {cid} is unconfigured in [duplication-group]"
+                return f"request cluster id {cid} is unconfigured in [duplication-group]", []
             if entry.task_code not in SHIPPABLE_CODES:
-                return f"unrecognized task code {entry.task_code!r} in a duplicate entry"
+                return f"unrecognized task code {entry.task_code!r} in a duplicate entry", []
             if entry.timestamp is None or entry.timestamp <= 0:
-                return "duplicate entry has no timestamp"
+                return "duplicate entry has no timestamp", []
             try:
                 inner = _decode_shipped(entry.task_code, entry.raw_message or b"")
             except ValueError as e:
-                return f"malformed {entry.task_code} in a duplicate entry: {e}"
+                return f"malformed {entry.task_code} in a duplicate entry: {e}", []
             if not _inner_valid(entry.task_code, inner):
-                return f"invalid {entry.task_code} in a duplicate entry"
-        return ""
+                return f"invalid {entry.task_code} in a duplicate entry", []
+            shipped.append((entry, inner))
+        return "", shipped
 
     # Evaluation of atomic writes against the overlay. Returns the client's response and
     # the idempotent puts that carry out the write, or None when nothing is written.
@@ -518,10 +533,14 @@ class Partition:
         A write lands only if its timetag is greater than the stored one, whatever that
         is: live, expired or a tombstone. Deletes always leave tombstones here so that an
         older put arriving later (a retry, or the other direction of master-master) loses.
+        `req` is the request (replay) or its (entry, decoded write) pairs (staging).
         """
-        for entry in req.entries:
+        if isinstance(req, list):
+            shipped = req
+        else:
+            shipped = [(e, _decode_shipped(e.task_code, e.raw_message or b"")) for e in req.entries]
+        for entry, inner in shipped:
             ts, cid = entry.timestamp, entry.cluster_id
-            inner = _decode_shipped(entry.task_code, entry.raw_message or b"")
             code = entry.task_code
             if code == TaskCode.PUT:
                 if inner.type == UT_CHECK_AND_MUTATE_REMOVE:
@@ -712,6 +731,16 @@ def _decode_shipped(code: str, raw: bytes) -> Any:
     method = codes.lookup(f"{code}")
     assert method is not None, code
     return Partition._decode(code, method.arg_raw_to(raw, to_rdsn=False))
+
+
+def _shipped_keys(code: str, inner: Any) -> list[bytes]:
+    if code == TaskCode.PUT:
+        return [inner.key]
+    if code == TaskCode.REMOVE:
+        return [inner]
+    if code == TaskCode.MULTI_PUT:
+        return [schema.encode_key(inner.hash_key, kv.key or b"") for kv in inner.kvs]
+    return [schema.encode_key(inner.hash_key, sk or b"") for sk in inner.sort_keys]
 
 
 def _inner_valid(code: str, inner: Any) -> bool:
