@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test unit bench bench-client bench-smoke lint clean-venv
 
@@ -22,8 +23,19 @@ unit: $(STAMP)
 demo: $(STAMP)
 	./scripts/demo.sh
 
-bench: $(STAMP)
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# the storage benchmark, then every duplication scenario with the Redis baseline (~25 min);
+# writes bench/results/*.json and the generated section of BENCHMARKS.md
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/storage.py
+	$(BIN)/python bench/suite.py
+
+# every scenario for a few seconds, results in <tmp>/dupkv-bench-smoke (tests/bench runs it too)
+bench-smoke: $(BENCH_STAMP)
+	$(BIN)/python bench/suite.py --smoke
 
 # set/get throughput and latency through the client against a real replica server process
 bench-client: $(STAMP)

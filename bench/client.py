@@ -147,6 +147,30 @@ def print_table(results: list[Result]) -> None:
         )
 
 
+def run(root: Path, seconds: float, partitions: int, key_space: int) -> list[Result]:
+    """Start a one-replica-server cluster under `root`, create the table, run every row,
+    stop the cluster (by PID); bench/suite.py's client scenario calls this too."""
+    cluster = Cluster("bench", root / "cluster", replicas=1)
+    with running(cluster):
+        admin_start = time.perf_counter()
+
+        async def create() -> None:
+            client = await Client.connect(cluster.meta_address)
+            try:
+                await client.create_table(TABLE, partitions)
+            finally:
+                await client.close()
+
+        asyncio.run(create())
+        print(
+            f"cluster up: meta {cluster.meta_address}, replica server "
+            f"127.0.0.1:{cluster.replica_ports[0]}, table {TABLE} with "
+            f"{partitions} partitions (created in "
+            f"{time.perf_counter() - admin_start:.2f} s); {seconds:g} s per row"
+        )
+        return asyncio.run(bench(cluster.meta_address, seconds, key_space))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="measured time per row")
@@ -157,26 +181,8 @@ def main() -> int:
     args = ap.parse_args()
 
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="dupkv-bench-client-"))
-    cluster = Cluster("bench", root / "cluster", replicas=1)
     try:
-        with running(cluster):
-            admin_start = time.perf_counter()
-
-            async def create() -> None:
-                client = await Client.connect(cluster.meta_address)
-                try:
-                    await client.create_table(TABLE, args.partitions)
-                finally:
-                    await client.close()
-
-            asyncio.run(create())
-            print(
-                f"cluster up: meta {cluster.meta_address}, replica server "
-                f"127.0.0.1:{cluster.replica_ports[0]}, table {TABLE} with "
-                f"{args.partitions} partitions (created in "
-                f"{time.perf_counter() - admin_start:.2f} s); {args.seconds:g} s per row"
-            )
-            results = asyncio.run(bench(cluster.meta_address, args.seconds, args.keys))
+        results = run(root, args.seconds, args.partitions, args.keys)
     finally:
         if not args.dir:
             shutil.rmtree(root, ignore_errors=True)
