@@ -9,7 +9,7 @@ to the parent, `pidx - partition_count / 2`, as Pegasus's clients do.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dupkv.base.crc64 import partition_index
 from dupkv.base.errors import DupkvError, ErrorCode
@@ -18,9 +18,10 @@ from dupkv.rpc.ids import unpack_address, unpack_gpid
 INVALID_BALLOT = -1
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where one request goes: header fields and the server address (None: no primary)."""
+class Target(NamedTuple):
+    """Where one request goes: header fields and the server address (None: no primary).
+
+    A tuple: one is made per request, and a frozen dataclass costs three times as much."""
 
     app_id: int
     partition_index: int

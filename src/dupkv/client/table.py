@@ -487,7 +487,18 @@ class Table:
             remaining_ms = int((deadline - loop.time()) * 1000)
             if remaining_ms <= 0:
                 break
-            error, result = await self._send(target, code, arg, remaining_ms)
+            if target.address is None:
+                error, result = ErrorCode.OBJECT_NOT_FOUND, None  # no primary known: refresh
+            else:  # the pool's call is bounded by remaining_ms, connecting included
+                error, result = await self._client._pool.call(
+                    target.address,
+                    code,
+                    arg,
+                    app_id=target.app_id,
+                    partition_index=target.partition_index,
+                    partition_hash=target.partition_hash,
+                    timeout_ms=remaining_ms,
+                )
             if error == ErrorCode.OK:
                 return result
             attempt += 1
@@ -512,19 +523,6 @@ class Table:
             ErrorCode.TIMEOUT,
             f"{op} on table {self.name!r}: no success within {ms} ms "
             f"({attempt} attempts, last error: {last})",
-        )
-
-    async def _send(self, target: Target, code: str, arg: Any, timeout_ms: int) -> tuple[str, Any]:
-        if target.address is None:
-            return ErrorCode.OBJECT_NOT_FOUND, None  # no primary known: refresh
-        return await self._client._pool.call(  # its timeout also bounds the connect
-            target.address,
-            code,
-            arg,
-            app_id=target.app_id,
-            partition_index=target.partition_index,
-            partition_hash=target.partition_hash,
-            timeout_ms=timeout_ms,
         )
 
     async def _refresh_within(self, seen_gen: int, deadline: float) -> bool:

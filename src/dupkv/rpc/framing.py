@@ -55,7 +55,6 @@ _VERSION_MASK = 0xFFFF0000
 _HEADER = struct.Struct(">4sIIIIIiiIiQ")
 _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
-_CRC_FIELD = slice(12, 16)
 _OK_STRING = _I32.pack(len(ErrorCode.OK)) + ErrorCode.OK.encode("ascii")
 
 HTTP_METHOD_PREFIXES = (b"GET ", b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI")
@@ -295,8 +294,9 @@ def _ok_head(code: str) -> bytes:
     return _I32.pack(len(ok)) + ok + begin
 
 
-# What precedes the seqid in an ERR_OK reply to each known task code.
+# What precedes the seqid in an ERR_OK reply to each known task code, and in a call of it.
 _OK_HEADS = {code: _ok_head(code) for code in codes.METHODS}
+_CALL_HEADS = {code: write_message_begin(code, MSG_CALL, 0)[:-4] for code in codes.METHODS}
 
 
 def encode_response(name: str, seqid: int, error_code: str, result: bytes | None) -> bytes:
@@ -343,27 +343,28 @@ def encode_request(
     Like Pegasus's clients we send header_crc32 = 0 unless asked: our CRC-32C is pure
     Python and costs about 15 us per header on each side.
     """
-    body = write_message_begin(name, msg_type, seqid) + args
+    head = _CALL_HEADS.get(name) if msg_type == MSG_CALL else None
+    if head is None:
+        head = write_message_begin(name, msg_type, 0)[:-4]
     if thread_hash is None:
         thread_hash = thread_hash_of(app_id, partition_index)
-    header = bytearray(
-        _HEADER.pack(
-            MAGIC,
-            0,
-            HEADER_LEN,
-            0,
-            len(body),
-            0,
-            app_id,
-            partition_index,
-            client_timeout_ms,
-            thread_hash,
-            partition_hash & 0xFFFFFFFFFFFFFFFF,
-        )
+    header = _HEADER.pack(
+        MAGIC,
+        0,
+        HEADER_LEN,
+        0,
+        len(head) + 4 + len(args),
+        0,
+        app_id,
+        partition_index,
+        client_timeout_ms,
+        thread_hash,
+        partition_hash & 0xFFFFFFFFFFFFFFFF,
     )
     if with_header_crc:
-        header[_CRC_FIELD] = _U32.pack(header_crc(bytes(header)))
-    return bytes(header) + body
+        crc = _U32.pack(header_crc(header))
+        header = header[:12] + crc + header[16:]
+    return b"".join((header, head, _I32.pack(seqid), args))
 
 
 class ResponseDecoder(_Decoder):
