@@ -17,7 +17,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ class ReplicaServer:
         self.gc_floor: Callable[[Hosted], int | None] = lambda hosted: None
         grace_us = config.get("replication", "dup_tombstone_grace_seconds") * 1_000_000
         self.purge_horizon: Callable[[Hosted, int], int] = lambda hosted, now_us: now_us - grace_us
-        self.background: list[Callable[[], Awaitable[None]]] = []
+        self.background: list[Callable[[], Coroutine[Any, Any, None]]] = []
         if config.get("replication", "duplication_enabled"):
             from dupkv.duplication.manager import DupManager
 
