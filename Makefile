@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	./scripts/ensure-system-deps.sh
 	$(BIN)/python -m pytest -q
 
@@ -41,8 +41,10 @@ bench-smoke: $(BENCH_STAMP)
 bench-client: $(STAMP)
 	$(BIN)/python bench/client.py
 
+# ruff and mypy: part of `make test`, so CI fails on them too
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/dupkv
 
 clean-venv:
 	rm -rf $(VENV)
