@@ -143,11 +143,8 @@ def test_remote_down_30s_backlog_grows_then_drains(clients, clusters):
     while metric_sum(a, "dup.pending_mutations_count") > 0 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert metric_sum(a, "dup.pending_mutations_count") == 0
-    lag_p99 = max(
-        m
-        for m in [metric_sum(a, "dup.time_lag_ms", "p99")]  # summed over partitions
-    )
-    assert lag_p99 > 1000  # writes made during the outage waited for the remote
+    # Writes made during the outage waited for the remote: the lag percentiles show it.
+    assert metric_sum(a, "dup.time_lag_ms", "p99") > 1000
 
 
 def test_pause_start_remove(clients, clusters):
