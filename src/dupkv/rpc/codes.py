@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dupkv.rpc import wire
+from dupkv.rpc.flat import FlatStruct
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.thrift import IDL_DIR, deserialize, encode_blob, rrdb, serialize
 
@@ -88,6 +89,8 @@ class RpcMethod:
     result_struct_plan: wire.Plan = None  # the result struct's plan
     result_value_cls: Any = None  # the result value's (field 0's) struct class
     reply_name: str = ""
+    arg_flat: FlatStruct | None = None  # writes field 1's struct (see dupkv.rpc.flat)
+    result_flat: FlatStruct | None = None  # writes the result value's struct
 
     # -- server side ---------------------------------------------------------------------
 
@@ -117,6 +120,10 @@ class RpcMethod:
         """
         if self.result_cls is None:
             raise ValueError(f"{self.code} is oneway and has no result")
+        if self.result_flat is not None:
+            flat = self.result_flat.write(value)
+            if flat is not None:
+                return _RESULT_HEAD + flat + b"\x00"
         std = serialize(value)
         if self.result_plan is not None:
             std = wire.convert_plan(std, self.result_plan, to_rdsn=True)
@@ -128,6 +135,10 @@ class RpcMethod:
         """The args struct carrying `arg`, in rDSN's dialect."""
         if self.arg_is_blob and isinstance(arg, bytes):
             return _ARG_HEAD + encode_blob(arg) + b"\x00"
+        if self.arg_flat is not None:
+            flat = self.arg_flat.write(arg)
+            if flat is not None:
+                return _ARG_HEAD + flat + b"\x00"
         if self.arg_cls is not None and isinstance(arg, self.arg_cls):
             std = serialize(arg)
             if self.arg_plan is not None:
@@ -202,6 +213,16 @@ def _build(code: str, service_name: str, method: str) -> RpcMethod:
         result_struct_plan=wire.compile_fields(shape.result),
         result_value_cls=result_cls.thrift_spec[0][2] if result_cls is not None else None,
         reply_name=code + ACK_SUFFIX,
+        arg_flat=(
+            FlatStruct.of(spec[2], arg_node[1])
+            if ttype == wire.T_STRUCT and arg_node is not None and arg_node[0] == "s"
+            else None
+        ),
+        result_flat=(
+            FlatStruct.of(result_cls.thrift_spec[0][2], result_node[1])
+            if result_cls is not None and result_node is not None and result_node[0] == "s"
+            else None
+        ),
     )
 
 
