@@ -185,6 +185,7 @@ class Pair:
     proxy: DelayProxy | None = None
 
     def pids(self) -> dict[str, int]:
+        """The replica servers' PIDs, as "source-replica0", "remote-replica0", ..."""
         out = {}
         for cluster, side in ((self.a, "source"), (self.b, "remote")):
             for i, proc in enumerate(cluster.replica_procs):
@@ -209,13 +210,16 @@ class _MappedCluster(Cluster):
 
 
 @contextlib.contextmanager
-def dup_pair(root: Path, *, delay_ms: float = 0, extra_config: str = "") -> Iterator[Pair]:
+def dup_pair(
+    root: Path, *, delay_ms: float = 0, extra_config: str = "", remote_root: Path | None = None
+) -> Iterator[Pair]:
     """Start two one-replica-server clusters that know each other (A ships to B through a
-    delay proxy when `delay_ms` > 0); stop everything by PID on the way out."""
+    delay proxy when `delay_ms` > 0; B's data under `remote_root` if given, else under
+    `root`); stop everything by PID on the way out."""
     a_port, b_port = free_port(), free_port()
     b = Cluster(
         TARGET,
-        root / "b",
+        remote_root or root / "b",
         replicas=1,
         cluster_id=2,
         meta_port=b_port,
@@ -713,6 +717,33 @@ def probe_lags(probes: list[Probe], seen: dict[int, float], t0: float) -> Lag:
 # -- samplers -------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is the state, the 3rd field of stat
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by some processes between start and `read()`: % of one core each."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def seconds(self) -> dict[str, float]:
+        return {
+            name: cpu_seconds(pid) - self.start[name]
+            for name, pid in self.pids.items()
+            if Path(f"/proc/{pid}").exists()
+        }
+
+    def read(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        return {name: round(100 * s / elapsed, 1) for name, s in self.seconds().items()}
+
+
 @contextlib.asynccontextmanager
 async def sampling(
     pair: Pair, table: DupTable, period_s: float, t0: float
@@ -765,11 +796,12 @@ def _frame_name(frame: str) -> str:
 
 def summarise_profile(raw: str, seconds: float, top: int = 12) -> dict[str, Any]:
     """py-spy's raw (collapsed) stacks -> the functions with the most samples on CPU: by
-    self time (the leaf frame) and, for dupkv's own functions, inclusive time; and how busy
-    the process was (py-spy leaves idle samples out: samples / (seconds x 100 Hz))."""
+    self time (the leaf frame) and, for dupkv's own functions, inclusive time; the share of
+    samples inside the duplication pipeline (any frame in dupkv/duplication/); and how busy
+    the threads were (py-spy leaves idle samples out: samples / (seconds x 100 Hz))."""
     self_counts: Counter[str] = Counter()
     incl: Counter[str] = Counter()
-    total = 0
+    total = in_dup = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -782,6 +814,8 @@ def summarise_profile(raw: str, seconds: float, top: int = 12) -> dict[str, Any]
         if not frames:
             continue
         self_counts[frames[-1]] += count
+        if any("dupkv/duplication/" in f for f in frames):
+            in_dup += count
         for name in set(frames):
             if "dupkv/" in name and "dupkv/cli/" not in name:  # cli: the process entry
                 incl[name] += count
@@ -792,6 +826,7 @@ def summarise_profile(raw: str, seconds: float, top: int = 12) -> dict[str, Any]
     return {
         "samples": total,
         "on_cpu_pct": round(100 * total / max(1.0, seconds * PROFILE_HZ), 1),
+        "duplication_pct": round(100 * in_dup / max(total, 1), 1),
         "self_pct": pct(self_counts),
         "dupkv_inclusive_pct": pct(incl),
     }
@@ -831,9 +866,11 @@ async def profiled(
             ),
             path,
         )
+    meter = CpuMeter(pids)
     try:
         yield out
     finally:
+        cpu = meter.read()
         for name, (proc, path) in procs.items():
             try:
                 _, err = await asyncio.to_thread(proc.communicate, None, seconds + 30)
@@ -843,6 +880,7 @@ async def profiled(
             if path.exists():
                 out[name] = {
                     "file": path.name,
+                    "cpu_pct": cpu.get(name),
                     **summarise_profile(path.read_text(), max(1, round(seconds))),
                 }
             else:

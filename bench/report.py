@@ -202,6 +202,15 @@ def _goals(docs: dict[str, dict[str, Any]]) -> list[str]:
     return ["### Goals", ""] + _table(["goal", "figure", "target", ""], rows)
 
 
+def _cpu(cpu: dict[str, float], order: tuple[str, ...]) -> str:
+    """ "a / b / c" of the processes whose name starts with each of `order`."""
+    parts = []
+    for prefix in order:
+        vals = [v for k, v in cpu.items() if k.startswith(prefix)]
+        parts.append(_n(sum(vals)) if vals else "–")
+    return " / ".join(parts)
+
+
 def _steady(doc: dict[str, Any], title: str) -> list[str]:
     if "phases" not in doc:
         return []
@@ -230,8 +239,10 @@ def _steady(doc: dict[str, Any], title: str) -> list[str]:
                 _n(lag["p99_ms"], 1),
                 _n(lag["p999_ms"], 1),
                 _n(lag["max_ms"], 1),
+                _n(lag["from_issue"]["p99_ms"], 1),
                 f"{lag['probes']} ({lag['not_seen']})",
                 f"{srv['p50']} / {srv['p99']} / {srv['p999']}",
+                _cpu(ph.get("cpu_pct", {}), ("source", "remote", "load", "reader")),
             ]
         )
     return out + _table(
@@ -244,8 +255,10 @@ def _steady(doc: dict[str, Any], title: str) -> list[str]:
             "p99",
             "p99.9",
             "max",
+            "p99 from send",
             "probes (not seen)",
             "server lag p50/p99/p99.9 ms",
+            "CPU % source/remote/load/reader",
         ],
         rows,
     )
@@ -286,11 +299,12 @@ def _burst(doc: dict[str, Any]) -> list[str]:
     )
 
 
-def _apply(doc: dict[str, Any]) -> list[str]:
+def _apply(doc: dict[str, Any], title: str = "#### 3. Apply rate") -> list[str]:
     if "drain" not in doc:
         return []
     rows = []
     for size, r in doc["drain"].items():
+        cpu = _cpu(r.get("cpu_pct_from_resume", {}), ("source", "remote"))
         rows.append(
             [
                 f"{size} B",
@@ -299,9 +313,10 @@ def _apply(doc: dict[str, Any]) -> list[str]:
                 _n(r["rate"]),
                 f"{r['drain_seconds']:g}",
                 f"{r['resume_to_first_ack_s']:g}",
+                cpu,
             ]
         )
-        d = doc["direct"].get(size)
+        d = doc.get("direct", {}).get(size)
         if d:
             rows.append(
                 [
@@ -311,10 +326,20 @@ def _apply(doc: dict[str, Any]) -> list[str]:
                     _n(d["rate"]),
                     f"{d['seconds']:g}",
                     "–",
+                    "–",
                 ]
             )
-    return ["#### 3. Apply rate", ""] + _table(
-        ["values", "method", "writes", "writes/s", "drain s", "resume → first ack s"], rows
+    return [title, ""] + _table(
+        [
+            "values",
+            "method",
+            "writes",
+            "writes/s",
+            "drain s",
+            "resume → first ack s",
+            "CPU % source/remote (from resume)",
+        ],
+        rows,
     )
 
 
@@ -346,6 +371,20 @@ def _wan(doc: dict[str, Any], docs: dict[str, dict[str, Any]]) -> list[str]:
                 _n(base["rate"]) if base else "–",
                 _n(r["rate"]),
                 str(doc["ratios_to_loopback"].get(f"drain_rate_{size}B", "–")),
+            ]
+        )
+    wide = doc.get("apply_wide_window", {})
+    window = " ".join(
+        line.replace(" ", "") for line in wide.get("config", "").splitlines()[1:] if line
+    )
+    for size, r in wide.get("drain", {}).items():
+        base = lo_apply.get(size)
+        rows.append(
+            [
+                f"drain rate/s, {size} B, {window}",
+                _n(base["rate"]) if base else "–",
+                _n(r["rate"]),
+                str(doc["ratios_to_loopback"].get(f"drain_rate_{size}B_wide_window", "–")),
             ]
         )
     return out + _table(["figure", "loopback", "WAN", "WAN ÷ loopback"], rows)
@@ -385,27 +424,54 @@ def _catchup(doc: dict[str, Any]) -> list[str]:
 
 
 def _overhead(doc: dict[str, Any]) -> list[str]:
-    if "result" not in doc:
+    variants = [
+        (label, doc[key]["result"], doc[key]["runs"])
+        for key, label in (
+            ("same_disk", "both clusters on one disk"),
+            ("remote_on_tmpfs", "remote's data on tmpfs"),
+        )
+        if key in doc and "result" in doc[key]
+    ]
+    if not variants:
         return []
-    r = doc["result"]
-    backlog = max((x["backlog_after"] for x in doc["runs"] if x["dup"] == "on"), default=0)
-    return ["#### 6. Duplication overhead at the source", ""] + _table(
-        [
-            "in flight",
-            "sets/s, dup off",
-            "sets/s, dup on",
-            "on ÷ off",
-            "backlog after a dup-on run",
-        ],
-        [
+    rows = []
+    for label, r, runs in variants:
+        backlog = max((x["backlog_after"] for x in runs if x["dup"] == "on"), default=0)
+        cpu = r["cpu_us_per_write"]
+        rows.append(
             [
-                str(r["in_flight"]),
+                label,
                 _n(r["rate_dup_off"]),
+                _n(r.get("rate_dup_paused")),
                 _n(r["rate_dup_on"]),
-                f"{r['ratio']}",
+                f"{r.get('ratio_paused', '–')} / {r['ratio']}",
                 _n(backlog),
+                " / ".join(_cpu(cpu.get(m, {}), ("source",)) for m in ("off", "paused", "on")),
+                _cpu(cpu["on"], ("remote",)),
+                " / ".join(_cpu(cpu.get(m, {}), ("client",)) for m in ("off", "paused", "on")),
             ]
+        )
+    r0 = variants[0][1]
+    return [
+        f"#### 6. Duplication overhead at the source ({r0['in_flight']} sets in flight)",
+        "",
+        "Three tables on the same clusters, runs alternated: no duplication, a duplication "
+        "added and paused (the duplicated write path, nothing shipped), and a shipping one. "
+        "CPU is per write, in µs (≈: the run's second of warm-up counts at the measured rate).",
+        "",
+    ] + _table(
+        [
+            "setup",
+            "sets/s, no dup",
+            "sets/s, dup paused",
+            "sets/s, dup on",
+            "paused ÷ off / on ÷ off",
+            "backlog after a dup-on run",
+            "source CPU µs off / paused / on",
+            "remote CPU µs (on)",
+            "client CPU µs off / paused / on",
         ],
+        rows,
     )
 
 
@@ -431,6 +497,14 @@ def _client(doc: dict[str, Any]) -> list[str]:
             ]
         )
     out = ["#### 7. Client (dupkv.client vs redis-benchmark)", ""]
+    goals = doc.get("client_goals", {})
+    if goals:
+        out += [
+            "bench/client.py's own goals (not this suite's): "
+            + ", ".join(f"{k.replace('_', ' x')} ≥ {_n(v)}/s" for k, v in goals.items())
+            + ".",
+            "",
+        ]
     if "skipped" in redis:
         out += [f"Redis not run: {redis['skipped']}", ""]
     return out + _table(
@@ -460,8 +534,9 @@ def _profiles(docs: dict[str, dict[str, Any]], out_dir: Path) -> list[str]:
                 top = "; ".join(f"{f} {p}%" for f, p in s["self_pct"][:6])
                 incl = "; ".join(f"{f} {p}%" for f, p in s["dupkv_inclusive_pct"][:6])
                 out += [
-                    f"- **{name} / {what}, {proc}** (busy threads: {s.get('on_cpu_pct', '?')}% "
-                    f"of one core, {s['samples']} samples, "
+                    f"- **{name} / {what}, {proc}** (CPU {s.get('cpu_pct', '?')}% of one core; "
+                    f"{s['samples']} samples, {s.get('duplication_pct', '?')}% of them in "
+                    "dupkv/duplication/, "
                     f"`{_link(out_dir / 'profiles', s['file'])}`): self: {top}. "
                     f"dupkv inclusive: {incl}."
                 ]

@@ -94,7 +94,9 @@ def test_smoke_run_writes_sane_results_for_every_scenario(tmp_path: Path) -> Non
     positive(catchup, "resume_to_drained_s")
     check_lag(catchup["lag"])
 
-    positive(docs["overhead"], "result", "ratio")
+    overhead = docs["overhead"]["same_disk"]["result"]
+    positive(overhead, "ratio")
+    positive(overhead, "cpu_us_per_write", "on", "source-replica0")
 
     client = docs["client"]
     assert {(r["op"], r["in_flight"]) for r in client["results"]} == {
