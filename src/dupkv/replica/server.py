@@ -28,7 +28,7 @@ from dupkv.http.common import VersionInfo, common_routes
 from dupkv.http.router import HttpRouter
 from dupkv.metrics import Registry, Unit
 from dupkv.replica.partition import Partition, PartitionOptions, WriteOp
-from dupkv.replica.writer import GroupCommitWriter
+from dupkv.replica.writer import GroupCommitWriter, SyncThread
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid, unpack_gpid
@@ -95,6 +95,7 @@ class ReplicaServer:
         self.dup_group_ids = frozenset(config.dup_group.values())
         self.max_write_bytes = config.get("replication", "max_allowed_write_size")
         self.partitions: dict[tuple[int, int], Hosted] = {}
+        self.sync = SyncThread("fsync")  # every partition's group commits fsync on it
         self.rpc: RpcServer | None = None
         self.pool = ConnectionPool()
         self.started_at = time.time()
@@ -167,6 +168,7 @@ class ReplicaServer:
             await self.dup_manager.stop()
         for gpid in list(self.partitions):
             await self._close_partition(gpid)
+        await self.sync.stop()
         await self.pool.close()
         log.info("replica server %s stopped", self.address)
 
@@ -227,7 +229,7 @@ class ReplicaServer:
             options = self._options(app, gpid[1])
             started = time.monotonic()
             partition = await asyncio.to_thread(Partition, self.partition_path(gpid), options)
-            writer = GroupCommitWriter(partition)
+            writer = GroupCommitWriter(partition, sync=self.sync)
             writer.start()
             entity = self.registry.entity(
                 "replica",
