@@ -331,7 +331,7 @@ class _Connection(asyncio.Protocol):
             return
         if isinstance(out, asyncio.Future):
             self.inflight += 1
-            server._own(out)
+            server._tasks.add(out)  # owned like a task; _inline_done lets go of it
             out.add_done_callback(functools.partial(self._inline_done, rpc_req, req))
             return
         self._reply(req, self._checked(rpc_req, out))
@@ -339,6 +339,7 @@ class _Connection(asyncio.Protocol):
     def _inline_done(
         self, rpc_req: RpcRequest, req: Request, future: "asyncio.Future[Any]"
     ) -> None:
+        self.server._tasks.discard(future)
         self._handler_done()
         if future.cancelled():  # the server is stopping: nobody to answer
             return
