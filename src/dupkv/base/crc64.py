@@ -5,30 +5,14 @@ initial value ~0 and final xor ~0, processed a byte at a time through a 256-entr
 Check value: crc64(b"123456789") == 0xae8b14860a799888.
 """
 
-_POLY_REFLECTED = 0x9A6C9329AC4BC9B5
-_MASK = 0xFFFFFFFFFFFFFFFF
+from dupkv.base.crc import reflected_crc
 
-
-def _make_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ _POLY_REFLECTED if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_TABLE = _make_table()
+_crc64 = reflected_crc(0x9A6C9329AC4BC9B5, 64)
 
 
 def crc64(data: bytes, crc: int = 0) -> int:
     """Return the CRC-64 of `data`; pass a previous result as `crc` to continue a stream."""
-    table = _TABLE
-    crc = ~crc & _MASK
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return ~crc & _MASK
+    return _crc64(data, crc)
 
 
 def key_hash(hash_key: bytes, sort_key: bytes) -> int:
