@@ -5,25 +5,9 @@ import threading
 import time
 
 import pytest
-from support.dup import SOURCE, TARGET, add_dup, dump, two_clusters, wait_equal
+from support.dup import SOURCE, TARGET, add_dup, dump, wait_equal
 
 from dupkv.base.errors import ErrorCode
-from dupkv.client.blocking import BlockingClient
-
-
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory):
-    with two_clusters(tmp_path_factory.mktemp("dup")) as (a, b):
-        yield a, b
-
-
-@pytest.fixture(scope="module")
-def clients(clusters):
-    a, b = clusters
-    ca, cb = BlockingClient(a.meta_address), BlockingClient(b.meta_address)
-    yield ca, cb
-    ca.close()
-    cb.close()
 
 
 def test_one_way_puts_multi_puts_removes_and_ttls_all_arrive(clients, clusters):

@@ -27,21 +27,6 @@ from dupkv.client.blocking import BlockingClient
 from dupkv.duplication.status import DupStatus, FailMode
 
 
-@pytest.fixture(scope="module")
-def clusters(tmp_path_factory):
-    with two_clusters(tmp_path_factory.mktemp("dupf"), replicas=2) as (a, b):
-        yield a, b
-
-
-@pytest.fixture(scope="module")
-def clients(clusters):
-    a, b = clusters
-    ca, cb = BlockingClient(a.meta_address), BlockingClient(b.meta_address)
-    yield ca, cb
-    ca.close()
-    cb.close()
-
-
 def setup_table(ca, cb, app, src=4, dst=4):
     ca.create_table(app, partition_count=src)
     cb.create_table(app, partition_count=dst)
