@@ -84,49 +84,48 @@ def multi_get(engine: Engine, req: Any, epoch_now: int, options: Any) -> Any:
     it = engine.iterator()
     complete = False
     try:
+        # One walk for both directions: from `first` towards `bound`, comparing keys with
+        # `sign` so that "past the bound" is always c > 0 (an empty stop is no bound).
         if not req.reverse:
             it.seek(start)
-            skip_first = not start_inclusive
-            while it.valid() and limiter.valid():
-                key = it.key()
-                c = _compare(key, stop)
-                if c > 0 or (c == 0 and not stop_inclusive):
-                    complete = True
-                    break
-                if skip_first:
-                    skip_first = False
-                    if key == start:
-                        it.next()
-                        continue
-                limiter.count += 1
-                _append_sort_key(found, limiter, key, it.value(), prefix_len, req, epoch_now)
-                if c == 0:
-                    complete = True
-                    break
-                it.next()
+            first, first_inclusive, bound, bound_inclusive = (
+                start,
+                start_inclusive,
+                stop,
+                stop_inclusive,
+            )
+            sign, step = 1, it.next
         else:
             if stop:
                 it.seek_for_prev(stop)
             else:
                 it.seek_to_last()
-            skip_first = not stop_inclusive
-            while it.valid() and limiter.valid():
-                key = it.key()
-                c = _compare_bytes(key, start)
-                if c < 0 or (c == 0 and not start_inclusive):
-                    complete = True
-                    break
-                if skip_first:
-                    skip_first = False
-                    if key == stop:
-                        it.prev()
-                        continue
-                limiter.count += 1
-                _append_sort_key(found, limiter, key, it.value(), prefix_len, req, epoch_now)
-                if c == 0:
-                    complete = True
-                    break
-                it.prev()
+            first, first_inclusive, bound, bound_inclusive = (
+                stop,
+                stop_inclusive,
+                start,
+                start_inclusive,
+            )
+            sign, step = -1, it.prev
+        skip_first = not first_inclusive
+        while it.valid() and limiter.valid():
+            key = it.key()
+            c = sign * _compare(key, bound) if bound else -1
+            if c > 0 or (c == 0 and not bound_inclusive):
+                complete = True
+                break
+            if skip_first:
+                skip_first = False
+                if key == first:
+                    step()
+                    continue
+            limiter.count += 1
+            _append_sort_key(found, limiter, key, it.value(), prefix_len, req, epoch_now)
+            if c == 0:
+                complete = True
+                break
+            step()
+        if req.reverse:
             found.reverse()
         if it.valid() and not complete:
             response.error = RocksStatus.INCOMPLETE
@@ -176,11 +175,7 @@ def _compare(key: bytes, stop: bytes) -> int:
     """Compare a key with a range stop, where an empty stop means "no upper bound"."""
     if not stop:
         return -1
-    return _compare_bytes(key, stop)
-
-
-def _compare_bytes(a: bytes, b: bytes) -> int:
-    return (a > b) - (a < b)
+    return (key > stop) - (key < stop)
 
 
 def _empty_range(start: bytes, start_inclusive: bool, stop: bytes, stop_inclusive: bool) -> bool:
