@@ -724,6 +724,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class MachineLoad:
+    """How busy the whole machine was between start and `read()`, and how much of that was
+    this process and the children it has reaped (the clusters a scenario started and
+    stopped): the rest is other people's work sharing the machine, which skews figures."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0 = self._machine_busy()
+        self.own0 = self._own()
+
+    @staticmethod
+    def _machine_busy() -> float:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(x) for x in fields]
+        idle = ticks[3] + ticks[4]  # idle + iowait
+        return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def read(self) -> dict[str, float]:
+        elapsed = max(time.monotonic() - self.t0, 1e-6)
+        busy = (self._machine_busy() - self.busy0) / elapsed
+        own = (self._own() - self.own0) / elapsed
+        return {
+            "machine_busy_cores": round(busy, 2),
+            "suite_cores": round(own, 2),
+            "other_cores": round(max(0.0, busy - own), 2),
+            "loadavg_1m_end": round(os.getloadavg()[0], 2),
+        }
+
+
 class CpuMeter:
     """CPU used by some processes between start and `read()`: % of one core each."""
 

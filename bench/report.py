@@ -329,6 +329,21 @@ def _apply(doc: dict[str, Any], title: str = "#### 3. Apply rate") -> list[str]:
                     "–",
                 ]
             )
+    window = " ".join(
+        line.replace(" ", "") for line in doc.get("wide_window_config", "").splitlines()[1:] if line
+    )
+    for size, r in doc.get("drain_wide_window", {}).items():
+        rows.append(
+            [
+                f"{size} B",
+                f"backlog drain, {window}",
+                _n(r["backlog"]),
+                _n(r["rate"]),
+                f"{r['drain_seconds']:g}",
+                f"{r['resume_to_first_ack_s']:g}",
+                _cpu(r.get("cpu_pct_from_resume", {}), ("source", "remote")),
+            ]
+        )
     return [title, ""] + _table(
         [
             "values",
@@ -377,8 +392,9 @@ def _wan(doc: dict[str, Any], docs: dict[str, dict[str, Any]]) -> list[str]:
     window = " ".join(
         line.replace(" ", "") for line in wide.get("config", "").splitlines()[1:] if line
     )
+    lo_wide = docs.get("apply", {}).get("drain_wide_window", {})
     for size, r in wide.get("drain", {}).items():
-        base = lo_apply.get(size)
+        base = lo_wide.get(size)
         rows.append(
             [
                 f"drain rate/s, {size} B, {window}",
@@ -545,6 +561,28 @@ def _profiles(docs: dict[str, dict[str, Any]], out_dir: Path) -> list[str]:
     return ["### Profiles of the missed goals (py-spy, 100 Hz, on-CPU samples)", ""] + out + [""]
 
 
+def _load_table(docs: dict[str, dict[str, Any]]) -> list[str]:
+    rows = []
+    for name, d in docs.items():
+        load = d.get("machine_load", {})
+        rows.append(
+            [
+                name,
+                _n(d.get("elapsed_s")),
+                _n(load.get("machine_busy_cores"), 2),
+                _n(load.get("suite_cores"), 2),
+                _n(load.get("other_cores"), 2),
+            ]
+        )
+    return [
+        "### Time and machine load per scenario",
+        "",
+        "Cores busy on average (from /proc/stat), of which this suite's processes and "
+        "others' (other work sharing the machine during the run skews the figures).",
+        "",
+    ] + _table(["scenario", "s", "machine cores busy", "suite", "others"], rows)
+
+
 def render(out: Path, total_s: float | None = None) -> str:
     """The generated markdown for the results in `out` (and the plots, written there)."""
     docs = _load(out)
@@ -574,8 +612,7 @@ def render(out: Path, total_s: float | None = None) -> str:
     lines += _overhead(docs.get("overhead", {}))
     lines += _client(docs.get("client", {}))
     lines += _profiles(docs, out)
-    elapsed = ", ".join(f"{n} {d.get('elapsed_s', 0):.0f} s" for n, d in docs.items())
-    lines += [f"Time per scenario: {elapsed}.", ""]
+    lines += _load_table(docs)
     return "\n".join(lines)
 
 
