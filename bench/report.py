@@ -171,10 +171,15 @@ def plot_catchup(doc: dict[str, Any], path: Path) -> bool:
 def _machine_line(docs: dict[str, dict[str, Any]], total_s: float | None) -> list[str]:
     first = next(iter(docs.values()))
     m = first["machine"]
+    scenarios_min = sum(d.get("elapsed_s", 0) for d in docs.values()) / 60
     lines = [
         f"Run of {m['time']} at commit `{m['commit']}` on {m['cores']} cores ({m['cpu']}), "
         f"Python {m['python']}"
-        + (f"; the whole suite took {total_s / 60:.1f} min." if total_s else ".")
+        + (
+            f"; the whole suite took {total_s / 60:.1f} min."
+            if total_s
+            else f"; the scenarios took {scenarios_min:.1f} min in all."
+        )
     ]
     if m.get("src_modified"):
         lines.append(
@@ -216,12 +221,12 @@ def _steady(doc: dict[str, Any], title: str) -> list[str]:
         return []
     out = [title, ""]
     if "max_rate" in doc:
-        rows = ", ".join(
+        tried = ", ".join(
             f"{r['in_flight']} in flight: {_n(r['ops_per_s'])}/s" for r in doc["max_rate"]["rows"]
         )
         out += [
             f"Max closed-loop source write rate: **{_n(doc['max_rate']['rate'])} sets/s** "
-            f"({rows}).",
+            f"({tried}).",
             "",
         ]
     else:
