@@ -56,7 +56,7 @@ KEYS: tuple[Key, ...] = (
         "replication",
         "duplicate_log_batch_bytes",
         int,
-        4096,
+        65536,  # Pegasus: 4096, which caps shipping at window x 4 KB per round trip
         "bytes of log per shipped batch",
         min=0,
     ),
@@ -79,6 +79,14 @@ KEYS: tuple[Key, ...] = (
     ),
     _k("replication", "plog_force_flush", bool, True, "fsync the plog before acknowledging writes"),
     _k("replication", "log_private_file_size_mb", int, 32, "plog segment size", min=1, max=4096),
+    _k(
+        "replication",
+        "ttl_sweep_interval_seconds",
+        int,
+        60,
+        "start a sweep of expired records and old tombstones this often",
+        min=1,
+    ),
     _k(
         "replication",
         "plog_gc_enabled",
@@ -114,7 +122,7 @@ KEYS: tuple[Key, ...] = (
         "replication",
         "dup_max_inflight_batches",
         int,
-        8,
+        32,
         "shipped batches in flight per remote partition",
         min=1,
         max=1024,

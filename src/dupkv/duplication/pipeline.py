@@ -91,6 +91,7 @@ class Skipped:
 @dataclass
 class _Partition:
     queue: deque[Entry] = field(default_factory=deque)
+    queued_bytes: int = 0
     inflight: int = 0
 
 
@@ -139,7 +140,9 @@ class Pipeline:
         for entry in entries:
             assert entry.decree >= self.next_load, (entry.decree, self.next_load)
             pidx = remote_partition(entry.code, entry.raw, count)
-            self._parts[pidx].queue.append(entry)
+            part = self._parts[pidx]
+            part.queue.append(entry)
+            part.queued_bytes += len(entry.raw)
             self.pending_bytes += len(entry.raw)
             slot = self._unacked.get(entry.decree)
             if slot is None:
@@ -201,6 +204,11 @@ class Pipeline:
                 actions.append(self._send(batch))
         for pidx, part in enumerate(self._parts):
             while part.queue and part.inflight < limits.window:
+                if part.inflight and part.queued_bytes < limits.batch_bytes:
+                    # Nagle: while a batch is on its way, let the next one fill up; it
+                    # leaves when full or when the remote answers. Sparse writes still go
+                    # at once (nothing in flight), busy ones in large batches.
+                    break
                 actions.append(self._send(self._take_batch(pidx, part)))
         if (
             not self.loading
@@ -252,6 +260,7 @@ class Pipeline:
             entry = part.queue.popleft()
             entries.append(entry)
             size += len(entry.raw)
+        part.queued_bytes -= size
         batch = Batch(self._next_batch_id, pidx, entries, size)
         self._next_batch_id += 1
         return batch

@@ -36,6 +36,9 @@ ROUTE_REFRESH_MIN_MS = 200
 # it a sync period later, and meta and replica clocks may differ a little.
 START_SLACK_MS = 10_000
 LOAD_RETRY_MS = 1000
+# Loads of fewer decrees than this (and at most this many bytes) run on the event loop.
+INLINE_LOAD_DECREES = 256
+INLINE_LOAD_BYTES = 256 << 10
 
 
 def now_ms() -> int:
@@ -265,9 +268,16 @@ class Duplicator:
         assert pipeline is not None and self._reader is not None
         committed = self.partition.last_committed_decree
         try:
-            entries, upto, nbytes, count = await asyncio.to_thread(
-                self._read, action.from_decree, action.max_bytes, committed
-            )
+            if committed - action.from_decree < INLINE_LOAD_DECREES:
+                # A few fresh writes (live shipping): read them on the loop; a hop to a
+                # worker thread and back would cost more than the read.
+                entries, upto, nbytes, count = self._read(
+                    action.from_decree, INLINE_LOAD_BYTES, committed
+                )
+            else:
+                entries, upto, nbytes, count = await asyncio.to_thread(
+                    self._read, action.from_decree, action.max_bytes, committed
+                )
         except (CorruptLog, LogTruncated, OSError) as e:
             pipeline.load_failed()
             self._load_failed(e)

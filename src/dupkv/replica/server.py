@@ -70,6 +70,7 @@ class Hosted:
     app: Any  # meta.app_info
     requests: dict[str, Any]  # task code -> request counter
     sweep_cursor: bytes = b""
+    next_sweep: float = 0.0  # monotonic time the next pass over the partition may start
     last_checkpoint: float = field(default_factory=time.monotonic)
 
 
@@ -351,6 +352,7 @@ class ReplicaServer:
 
     async def _maintenance_loop(self) -> None:
         checkpoint_s = self.config.get("replication", "checkpoint_interval_seconds")
+        sweep_s = self.config.get("replication", "ttl_sweep_interval_seconds")
         gc_enabled = self.config.get("replication", "plog_gc_enabled")
         while True:
             await asyncio.sleep(MAINTENANCE_TICK_S)
@@ -359,10 +361,14 @@ class ReplicaServer:
                     continue
                 p = hosted.partition
                 p.expire_scanners()
-                horizon = self.purge_horizon(hosted, int(time.time() * 1_000_000))
-                hosted.sweep_cursor, _ = p.sweep_expired(
-                    hosted.sweep_cursor, SWEEP_VISITS_PER_TICK, horizon
-                )
+                # A pass walks the partition a bounded step per tick; then it rests.
+                if hosted.sweep_cursor or time.monotonic() >= hosted.next_sweep:
+                    horizon = self.purge_horizon(hosted, int(time.time() * 1_000_000))
+                    hosted.sweep_cursor, _ = p.sweep_expired(
+                        hosted.sweep_cursor, SWEEP_VISITS_PER_TICK, horizon
+                    )
+                    if not hosted.sweep_cursor:
+                        hosted.next_sweep = time.monotonic() + sweep_s
                 if time.monotonic() - hosted.last_checkpoint >= checkpoint_s:
                     hosted.last_checkpoint = time.monotonic()
                     await self.checkpoint(hosted, gc=gc_enabled)

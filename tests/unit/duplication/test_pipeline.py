@@ -170,3 +170,23 @@ def test_shipped_before_reports_the_oldest_unacked_write():
     p.acked(b2.batch_id, 0)
     assert p.shipped_before_us(10**9, 2) == 10**9
     assert p.shipped_before_us(10**9, 3) == 0  # decree 3 committed but not loaded
+
+
+def test_a_busy_partition_ships_full_batches_while_one_is_in_flight():
+    raw_len = len(put_raw(b"same"))
+    p = Pipeline(1, 1, Limits(batch_bytes=raw_len * 10, window=8))
+    p.poll(0, 1)
+    p.loaded([entry(1, b"same")], 1)
+    (first,) = sends(p.poll(0, 1))  # nothing in flight: a lone write leaves at once
+    p.poll(0, 5)
+    p.loaded([entry(d, b"same") for d in range(2, 6)], 5)
+    assert sends(p.poll(0, 5)) == []  # a small batch waits behind the one in flight
+    p.poll(0, 20)
+    p.loaded([entry(d, b"same") for d in range(6, 21)], 20)
+    (full,) = sends(p.poll(0, 20))  # ... unless it filled up
+    assert len(full.entries) == 10
+    p.acked(first.batch_id, 1)
+    assert sends(p.poll(1, 20)) == []  # one batch is still on its way
+    p.acked(full.batch_id, 2)
+    (rest,) = sends(p.poll(2, 20))  # nothing in flight any more: what waited goes
+    assert [e.decree for e in rest.entries] == list(range(12, 21))
