@@ -20,10 +20,10 @@ from typing import Any
 from dupkv.base.errors import CorruptLog, DupkvError, ErrorCode, RocksStatus
 from dupkv.duplication.pipeline import Batch, Entry, Heartbeat, Limits, Load, Pipeline, Send, WakeAt
 from dupkv.duplication.status import FailMode
+from dupkv.duplication.wire import encode_duplicate_args
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import unpack_address
-from dupkv.rpc.thrift import rrdb
 from dupkv.storage.mutation import SHIPPABLE_CODES, decode_payload
 from dupkv.storage.plog import LogTruncated, PlogReader
 
@@ -355,19 +355,9 @@ class Duplicator:
     async def _send(self, batch: Batch) -> None:
         pipeline = self.pipeline
         assert pipeline is not None
-        request = rrdb.duplicate_request(
-            entries=[
-                rrdb.duplicate_entry(
-                    timestamp=e.timestamp_us,
-                    task_code=e.code,
-                    raw_message=e.raw,
-                    cluster_id=self.cluster_id,
-                    verify_timetag=True,
-                )
-                for e in batch.entries
-            ]
+        error = await self._call(
+            batch.remote_pidx, encode_duplicate_args(batch.entries, self.cluster_id)
         )
-        error = await self._call(batch.remote_pidx, request)
         now = now_ms()
         if error is None:
             lags = pipeline.acked(batch.batch_id, now)
@@ -411,14 +401,15 @@ class Duplicator:
         pipeline = self.pipeline
         assert pipeline is not None
         started = now_ms()
-        error = await self._call(remote_pidx, rrdb.duplicate_request(entries=[]))
+        error = await self._call(remote_pidx, encode_duplicate_args([], self.cluster_id))
         if error is None:
             self.metrics.time_lag.observe(now_ms() - started)
         pipeline.heartbeat_done(now_ms())
         self._wake.set()
 
-    async def _call(self, remote_pidx: int, request: Any) -> str | None:
-        """Send one DUPLICATE; None on success, else a description of the failure."""
+    async def _call(self, remote_pidx: int, args: bytes) -> str | None:
+        """Send one DUPLICATE (its args struct, encoded); None on success, else a
+        description of the failure."""
         route = self.remote.route
         if route is None or route.primaries[remote_pidx] is None:
             await self._refresh_route()
@@ -427,10 +418,10 @@ class Duplicator:
                 return f"remote partition {remote_pidx} has no primary"
         address = route.primaries[remote_pidx]
         assert address is not None
-        err, resp = await self.pool.call(
+        err, resp = await self.pool.call_encoded(
             address,
             DUPLICATE,
-            request,
+            args,
             app_id=route.app_id,
             partition_index=remote_pidx,
             timeout_ms=self.rpc_timeout_ms,

@@ -148,6 +148,22 @@ class RpcClientConnection:
             timeout_ms,
         )
 
+    def call_encoded(
+        self,
+        name: str,
+        args_struct: bytes,
+        *,
+        app_id: int = 0,
+        partition_index: int = 0,
+        partition_hash: int = 0,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ) -> Coroutine[Any, Any, Outcome]:
+        """Like call(), with the whole args struct already encoded in rDSN's dialect (a
+        caller that writes a hot request by hand, e.g. duplication's DUPLICATE)."""
+        return self._call(
+            _method(name), args_struct, app_id, partition_index, partition_hash, timeout_ms
+        )
+
     def close(self) -> None:
         if self._transport is not None:
             if self._writer is not None:
@@ -450,6 +466,21 @@ class ConnectionPool:
         if conn is None:
             return error, None
         return await conn.call(name, arg, timeout_ms=timeout_ms, **kw)
+
+    async def call_encoded(
+        self,
+        address: str,
+        name: str,
+        args_struct: bytes,
+        *,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        **kw: Any,
+    ) -> Outcome:
+        """`RpcClientConnection.call_encoded` on the connection to `address`."""
+        conn, error, timeout_ms = await self._connection(address, timeout_ms)
+        if conn is None:
+            return error, None
+        return await conn.call_encoded(name, args_struct, timeout_ms=timeout_ms, **kw)
 
     async def call_raw(
         self,
