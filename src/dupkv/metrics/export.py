@@ -9,8 +9,10 @@ pegasus-kv.md §8), all comma lists:
 - `with_metric_fields`: emit only these fields of each metric;
 - `detail=true`: emit every field (`type, name, unit, desc` and the values); without it and
   without `with_metric_fields`, only the brief fields `name, value, p50..p999`;
-- `format=json|prometheus` (ours): JSON is the default, as in Pegasus. The Prometheus text
-  takes the entity/metric filters but not the field args, which mean nothing to it.
+- `format=json|prometheus` (ours). A bare `/metrics` answers Prometheus text, which is what
+  scrapers ask for; any of Pegasus's query args (what its shell and collector send) selects
+  Pegasus's JSON, and `format=json` asks for it outright. The Prometheus text takes the
+  entity/metric filters but not the field args, which mean nothing to it.
 
 An empty list (`types=`) restricts nothing, as in Pegasus. An entity none of whose metrics
 is chosen is left out of the JSON.
@@ -104,7 +106,7 @@ def parse_query(query: Mapping[str, str]) -> MetricQuery:
     ids: frozenset[str] = frozenset()
     attributes: tuple[tuple[str, str], ...] = ()
     metrics: frozenset[str] = frozenset()
-    fmt = "json"
+    fmt = "json" if query else "prometheus"  # a bare /metrics is a scraper's request
     for key, value in query.items():
         if key == "with_metric_fields":
             wanted = _split(key, value)

@@ -117,7 +117,9 @@ async def test_builtin_routes():
 async def test_metrics_json_and_query_args():
     async with serving() as (server, _):
         c = await Client.open(server.port)
-        status, doc = await c.json("/metrics")
+        status, headers, body = await c.request("GET", "/metrics")
+        assert status == 200 and body.startswith(b"# HELP")  # bare: Prometheus text
+        status, doc = await c.json("/metrics?format=json")
         assert status == 200
         assert (doc["cluster"], doc["role"], doc["port"]) == ("onebox", "replica", server.port)
         assert abs(doc["timestamp_ns"] - time.time_ns()) < 60e9
