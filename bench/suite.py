@@ -617,14 +617,21 @@ async def catchup(ctx: Ctx) -> dict:
                 )
                 # Drained: the backlog is back to what it was before the pause.
                 threshold = max(50, 3 * max(steady, default=0))
+                # Shipping starts somewhere between the last poll that saw no progress and
+                # the first that did; taking the earlier bound keeps the span above zero
+                # and the drain rate a lower bound even when one poll sees the whole drain.
                 first_move = drained = None
                 at_drained = at_resume
+                last_still = t_resume
                 deadline = t_resume + p.drain_timeout_s
                 while time.monotonic() < deadline:
                     now_p = await asyncio.to_thread(h.progress, pair, table)
                     now = time.monotonic()
-                    if first_move is None and now_p.shipped > at_resume.shipped:
-                        first_move = now
+                    if first_move is None:
+                        if now_p.shipped > at_resume.shipped:
+                            first_move = last_still
+                        else:
+                            last_still = now
                     if now_p.backlog <= threshold:
                         drained, at_drained = now, now_p
                         break
