@@ -319,6 +319,7 @@ class DupManager:
             if gpid[0] != app_id or hosted is None:
                 continue
             d = slot.duplicator
+            pipeline = d.pipeline if d else None
             committed = hosted.partition.last_committed_decree
             shipped = max(slot.shipped_decree, d.shipped_decree if d else -1)
             metrics = self.metrics.get(gpid)
@@ -334,7 +335,9 @@ class DupManager:
                 "last_committed_decree": committed,
                 "shipped_decree": shipped,
                 "confirmed_decree": slot.confirmed_decree,
-                "pending_writes": d.pipeline.pending_writes() if d and d.pipeline else 0,
+                "pending_writes": pipeline.pending_writes() if pipeline else 0,
+                "shipped_writes": pipeline.shipped_writes if pipeline else 0,
+                "shipped_batches": pipeline.shipped_batches if pipeline else 0,
                 "time_lag_ms_p99": lag.get("p99", 0),
                 "last_error": d.last_error if d else "",
             }

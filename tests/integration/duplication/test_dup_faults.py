@@ -271,6 +271,9 @@ def test_http_endpoints_show_status_progress_and_lag(clients, clusters):
         assert state["confirmed_decree"] >= 1
     replica_view = replica_dup_status(a, t.app_id)
     assert set(replica_view) == {"0", "1"}
+    states = [part[str(dupid)] for part in replica_view.values()]
+    assert sum(d["shipped_writes"] for d in states) == 50
+    assert 1 <= sum(d["shipped_batches"] for d in states) <= 50
     for part in replica_view.values():
         d = part[str(dupid)]
         assert d["duplicating"] and d["status"] == "DS_LOG"
