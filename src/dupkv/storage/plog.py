@@ -13,6 +13,13 @@ Format. A directory of segment files `log.<first decree, 20 digits>`, each a 16-
 whose decrees are contiguous within and across segments. The payload is opaque here (it is
 a `mutation` encoding).
 
+Preallocation. With fsync on, the last segment is kept zero-filled ahead of its tail in
+`PREALLOCATE_BYTES` steps (written zeros, not fallocate's unwritten extents), and records
+are written over them with pwrite. An fdatasync then flushes data alone, with no inode size
+to journal: ~30% less time per sync on this machine's ext4 (BENCHMARKS.md), paid for with one
+step of zeros per `PREALLOCATE_BYTES` of log. A segment is cut back to its records before the
+next one starts and at close; after a crash, open cuts the zeros like any torn tail.
+
 Layout of the module: the pure core first (encode, check and scan records in a buffer, and
 the torn-tail-or-corruption verdict), then the shell: `Plog`, the writer, and `PlogReader`,
 duplication's cursor.
@@ -52,6 +59,9 @@ DEFAULT_SEGMENT_BYTES = 32 << 20
 READ_AHEAD_BYTES = 256 << 10
 # replay() hands out records in batches of about this many payload bytes.
 REPLAY_BATCH_BYTES = 1 << 20
+# With fsync on, the last segment is zero-filled this far ahead in steps of this size.
+PREALLOCATE_BYTES = 1 << 20
+_ZEROS = bytes(PREALLOCATE_BYTES)
 
 _SEGMENT_NAME = re.compile(r"log\.(\d{20})")
 _NONZERO = re.compile(rb"[^\x00]")
@@ -245,14 +255,15 @@ def _corrupt(path: Path, offset: int, why: str) -> CorruptLog:
     return CorruptLog(f"plog {path.parent}: {path.name}@{offset}: {why}")
 
 
-def _write_fully(fd: int, data: bytes) -> None:
-    """One write(2) in practice; loops only if the kernel writes less (at most 2 GiB)."""
+def _write_fully(fd: int, data: bytes, offset: int) -> None:
+    """One pwrite(2) in practice; loops only if the kernel writes less (at most 2 GiB)."""
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = os.pwrite(fd, view, offset)
         if n <= 0:
             raise OSError(f"write returned {n} with {len(view)} bytes left")
         view = view[n:]
+        offset += n
 
 
 class _Closing:
@@ -299,10 +310,11 @@ class Plog(_Closing):
         self._segs_lock = threading.Lock()
         self._last_decree = last_decree
         self._durable_decree = last_decree
-        self._tail_bytes = tail_bytes
+        self._tail_bytes = tail_bytes  # where the next record goes in the last segment
+        self._alloc_bytes = tail_bytes  # the last segment's size: records, then zeros
         self._fd: int | None = None
         if segments:
-            self._fd = os.open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+            self._fd = os.open(segments[-1].path, os.O_WRONLY)
         # fds written since the last sync (the current one, and a rolled one until synced).
         self._unsynced: list[int] = []
         self._dir_dirty = False
@@ -411,7 +423,11 @@ class Plog(_Closing):
         return [seg.path for seg in self._segs]
 
     def size_bytes(self) -> int:
-        return sum(seg.path.stat().st_size for seg in self._segs)
+        """Bytes of the log's segments, not counting the zeros preallocated ahead."""
+        segs = self._segs
+        if not segs:
+            return 0
+        return sum(seg.path.stat().st_size for seg in segs[:-1]) + self._tail_bytes
 
     # -- writing -----------------------------------------------------------------------
 
@@ -471,27 +487,33 @@ class Plog(_Closing):
         if new_segment is not None:
             self._roll(new_segment)
         assert self._fd is not None
-        _write_fully(self._fd, data)
+        _write_fully(self._fd, data, self._tail_bytes)
         self._tail_bytes += len(data)
+        self._alloc_bytes = max(self._alloc_bytes, self._tail_bytes)
         if self._fsync and self._fd not in self._unsynced:
             self._unsynced.append(self._fd)
         return len(data)
 
     def _roll(self, first_decree: int) -> None:
         old = self._fd
-        if old is not None and self._fsync and old in self._unsynced:
+        if old is not None and self._fsync:
             # Seal the old segment before the new one gets any data: otherwise writeback could
-            # persist the new segment's records while the old segment's tail is torn, and open
-            # (which checks only the last segment) would not see the hole.
-            os.fdatasync(old)
-            self._unsynced.remove(old)
+            # persist the new segment's records while the old segment's tail is torn (or still
+            # zeros), and open (which checks only the last segment) would not see the hole.
+            trim = self._alloc_bytes > self._tail_bytes
+            if trim:
+                os.ftruncate(old, self._tail_bytes)
+            if trim or old in self._unsynced:
+                os.fdatasync(old)
+            if old in self._unsynced:
+                self._unsynced.remove(old)
         path = self.directory / segment_name(first_decree)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         self._fd = fd
         # A rolled segment with unsynced data keeps its fd until sync() has flushed it.
         if old is not None and old not in self._unsynced:
             os.close(old)
-        self._tail_bytes = 0
+        self._tail_bytes = self._alloc_bytes = 0
         self._dir_dirty = True
         with self._segs_lock:
             self._segs = (*self._segs, _Segment(first_decree, path))
@@ -510,9 +532,10 @@ class Plog(_Closing):
         self._syncing = True
         try:
             target = self._last_decree
-            fds = list(self._unsynced)
             dir_dirty, self._dir_dirty = self._dir_dirty, False
             try:
+                self._preallocate()
+                fds = list(self._unsynced)
                 for fd in fds:
                     os.fdatasync(fd)
                 if dir_dirty:
@@ -527,6 +550,20 @@ class Plog(_Closing):
             self._durable_decree = target
         finally:
             self._syncing = False
+
+    def _preallocate(self) -> None:
+        """Keep at least half a step of zeros after the tail; the sync that follows makes
+        them and the new size durable along with the group."""
+        fd = self._fd
+        if fd is None or self._alloc_bytes - self._tail_bytes >= PREALLOCATE_BYTES // 2:
+            return
+        try:
+            _write_fully(fd, _ZEROS, self._alloc_bytes)
+        except OSError:
+            return  # no room for zeros (perhaps for records either): appends extend the file
+        self._alloc_bytes += PREALLOCATE_BYTES
+        if fd not in self._unsynced:
+            self._unsynced.append(fd)
 
     def _check_writable(self) -> None:
         if self._closed:
@@ -602,8 +639,13 @@ class Plog(_Closing):
         if self._closed:
             return
         try:
-            if self._fsync and self._failed is None and self._unsynced:
-                self.sync()
+            if self._fsync and self._failed is None:
+                if self._unsynced:
+                    self.sync()
+                if self._fd is not None and self._alloc_bytes > self._tail_bytes:
+                    # Leave the segment as long as its records, as a roll would.
+                    os.ftruncate(self._fd, self._tail_bytes)
+                    os.fdatasync(self._fd)
         finally:
             self._closed = True
             for fd in {*self._unsynced, *([self._fd] if self._fd is not None else [])}:
@@ -691,12 +733,13 @@ class _SegmentFile:
             raise _corrupt(seg.path, 0, problem)
         return cursor
 
-    def _window(self, offset: int, n: int) -> tuple[bytes, int]:
+    def _window(self, offset: int, n: int, fresh: bool = False) -> tuple[bytes, int]:
         """A buffer and the position in it of file offset `offset`, holding the next `n`
-        bytes or all there are. The file only grows (open-time cuts precede readers), so
-        buffered bytes never go stale; a request past them reads again."""
+        bytes or all there are. Records are only ever added to a segment, but the last one
+        may hold preallocated zeros where records go later: buffered bytes past the tail may
+        be stale, so a record that does not check out there is read again (`fresh`)."""
         rel = offset - self._buf_at
-        if rel >= 0 and rel + n <= len(self._buf):
+        if not fresh and rel >= 0 and rel + n <= len(self._buf):
             return self._buf, rel
         self._buf = os.pread(self.fd, max(n, READ_AHEAD_BYTES), offset)
         self._buf_at = offset
@@ -708,26 +751,35 @@ class _SegmentFile:
     def read(self, expected: int) -> bytes:
         """The payload of record `expected`, which must be next in this segment."""
         assert expected == self.next_decree, (expected, self.next_decree)
-        buf, rel = self._window(self.offset, RECORD_HEADER.size)
-        if len(buf) == rel:
-            raise self._fail(f"the segment ends before decree {expected}")
-        if len(buf) - rel >= RECORD_HEADER.size:
-            length = RECORD_HEADER.unpack_from(buf, rel)[0]
-            if length <= MAX_PAYLOAD_BYTES:
-                buf, rel = self._window(self.offset, RECORD_HEADER.size + length)
-        problem = record_problem(buf, rel, len(buf), expected)
+        buf, rel, problem = self._fetch(expected, fresh=False)
         if problem is not None:
-            raise self._fail(problem)
+            buf, rel, problem = self._fetch(expected, fresh=True)
+            if problem is not None:
+                raise self._fail(problem)
         start = rel + RECORD_HEADER.size
         length = RECORD_HEADER.unpack_from(buf, rel)[0]
         self.offset += RECORD_HEADER.size + length
         self.next_decree += 1
         return buf[start : start + length]
 
+    def _fetch(self, expected: int, fresh: bool) -> tuple[bytes, int, str | None]:
+        buf, rel = self._window(self.offset, RECORD_HEADER.size, fresh)
+        if len(buf) == rel:
+            return buf, rel, f"the segment ends before decree {expected}"
+        if len(buf) - rel >= RECORD_HEADER.size:
+            length = RECORD_HEADER.unpack_from(buf, rel)[0]
+            if length <= MAX_PAYLOAD_BYTES:
+                buf, rel = self._window(self.offset, RECORD_HEADER.size + length)
+        return buf, rel, record_problem(buf, rel, len(buf), expected)
+
     def skip_to(self, decree: int) -> None:
         """Move to record `decree` by headers alone (payloads of skipped records unchecked)."""
         while self.next_decree < decree:
             buf, rel = self._window(self.offset, RECORD_HEADER.size)
+            if len(buf) - rel < RECORD_HEADER.size or RECORD_HEADER.unpack_from(buf, rel)[2] != (
+                self.next_decree
+            ):
+                buf, rel = self._window(self.offset, RECORD_HEADER.size, fresh=True)
             if len(buf) - rel < RECORD_HEADER.size:
                 raise self._fail(f"the segment ends before decree {self.next_decree}")
             length, _crc, found = RECORD_HEADER.unpack_from(buf, rel)

@@ -317,10 +317,11 @@ def test_a_record_being_written_is_invisible_until_its_write_completes(
         seen = []
         write = plog_mod._write_fully
 
-        def write_in_two_halves(fd: int, data: bytes) -> None:
-            write(fd, data[: len(data) // 2])
+        def write_in_two_halves(fd: int, data: bytes, offset: int) -> None:
+            half = len(data) // 2
+            write(fd, data[:half], offset)
             seen.append(r.read(1 << 20, 100))  # the reader runs mid-write
-            write(fd, data[len(data) // 2 :])
+            write(fd, data[half:], offset + half)
 
         monkeypatch.setattr(plog_mod, "_write_fully", write_in_two_halves)
         p.append(recs(2, 3))
@@ -463,3 +464,51 @@ def test_append_during_sync_breaks_the_contract(
         monkeypatch.undo()
         p.sync()
         assert p.durable_decree == 1
+
+
+# -- preallocation (fsync on) ----------------------------------------------------------------
+
+
+def test_the_last_segment_is_zero_filled_ahead_and_cut_back_at_close(tmp_path: Path) -> None:
+    step = plog_mod.PREALLOCATE_BYTES
+    with Plog.open(tmp_path) as p:
+        p.append(recs(1, 3))
+        p.sync()
+        data = seg(tmp_path, 1).read_bytes()
+        end = 16 + 3 * RECORD
+        assert len(data) == end + step and data[end:] == bytes(step)
+        p.append(recs(4, 5))
+        p.sync()  # more than half a step is still ahead: no new zeros
+        assert seg(tmp_path, 1).stat().st_size == end + step
+    assert seg(tmp_path, 1).stat().st_size == 16 + 5 * RECORD
+    with Plog.open(tmp_path) as p:
+        assert p.report.truncated_bytes == 0 and p.last_decree == 5
+
+
+def test_after_a_crash_the_zeros_are_cut_and_every_synced_record_is_kept(tmp_path: Path) -> None:
+    crashed = tmp_path / "crashed"
+    with Plog.open(tmp_path / "live") as p:
+        p.append(recs(1, 4))
+        p.sync()
+        # What a crash leaves on disk: the files as they are now, never closed.
+        crashed.mkdir()
+        for path in (tmp_path / "live").iterdir():
+            (crashed / path.name).write_bytes(path.read_bytes())
+    with Plog.open(crashed) as p:
+        assert p.last_decree == 4
+        assert p.report.truncated_bytes == plog_mod.PREALLOCATE_BYTES
+        p.append(recs(5, 6))
+        p.sync()
+        assert list(p.replay(1)) == recs(1, 6)
+
+
+def test_a_rolled_segment_is_cut_to_its_records_before_the_next_one_starts(
+    tmp_path: Path,
+) -> None:
+    with Plog.open(tmp_path, segment_bytes=THREE_PER_SEGMENT) as p, p.reader(1) as r:
+        for d in range(1, 8):
+            p.append([rec(d)])
+            p.sync()
+            assert r.read(1 << 20, 100) == [rec(d)]  # read-ahead saw zeros where d now is
+        assert [path.stat().st_size for path in p.segments()[:2]] == [16 + 3 * RECORD] * 2
+        assert p.segments()[-1].stat().st_size > 16 + RECORD  # the live one, zeros ahead
