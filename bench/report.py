@@ -176,6 +176,12 @@ def _machine_line(docs: dict[str, dict[str, Any]], total_s: float | None) -> lis
         f"Run of {m['time']} at commit `{m['commit']}` on {m['cores']} cores ({m['cpu']}), "
         f"Python {m['python']}"
         + (
+            f" (a 10M-step Python loop took {m['python_loop_10m_s']} s at the start, a gauge "
+            "of the VM's speed, which varies from hour to hour)"
+            if "python_loop_10m_s" in m
+            else ""
+        )
+        + (
             f"; the whole suite took {total_s / 60:.1f} min."
             if total_s
             else f"; the scenarios took {scenarios_min:.1f} min in all."

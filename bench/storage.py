@@ -124,6 +124,16 @@ def bench_get(path: Path, seconds: float, keys: int) -> dict:
     return {"name": f"get, random over {keys} keys", "ops_per_s": n / dt}
 
 
+def python_loop_s(steps: int = 10_000_000) -> float:
+    """Seconds for a bare Python loop of `steps` additions: how fast this VM's CPU is right
+    now (it varies by 1.5x or more from hour to hour), to compare runs by."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(steps):
+        total += i
+    return round(time.perf_counter() - t0, 3)
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -142,6 +152,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
         "commit": commit,
+        "python_loop_10m_s": python_loop_s(),
     }
 
 
