@@ -44,6 +44,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(REPO / "tests"))
 
 from storage import machine as _machine  # noqa: E402  (bench/storage.py)
+from storage import python_loop_s  # noqa: E402
 from support.cluster import Cluster, free_port, http_get  # noqa: E402
 from support.dup import SOURCE, TARGET, replica_dup_status  # noqa: E402
 
@@ -730,6 +731,7 @@ class MachineLoad:
     stopped): the rest is other people's work sharing the machine, which skews figures."""
 
     def __init__(self) -> None:
+        self.gauge0 = loop_gauge_s()
         self.t0 = time.monotonic()
         self.busy0 = self._machine_busy()
         self.own0 = self._own()
@@ -755,7 +757,15 @@ class MachineLoad:
             "suite_cores": round(own, 2),
             "other_cores": round(max(0.0, busy - own), 2),
             "loadavg_1m_end": round(os.getloadavg()[0], 2),
+            "loop_1m_s_start": self.gauge0,
+            "loop_1m_s_end": loop_gauge_s(),
         }
+
+
+def loop_gauge_s() -> float:
+    """A 1M-step Python loop's seconds: the VM's speed of the moment (it has varied 2.5x
+    within an hour on this machine), to read a scenario's figures by."""
+    return python_loop_s(1_000_000)
 
 
 class CpuMeter:

@@ -583,15 +583,21 @@ def _load_table(docs: dict[str, dict[str, Any]]) -> list[str]:
                 _n(load.get("machine_busy_cores"), 2),
                 _n(load.get("suite_cores"), 2),
                 _n(load.get("other_cores"), 2),
+                f"{_n(load.get('loop_1m_s_start'), 3)} / {_n(load.get('loop_1m_s_end'), 3)}",
             ]
         )
     return [
         "### Time and machine load per scenario",
         "",
         "Cores busy on average (from /proc/stat), of which this suite's processes and "
-        "others' (other work sharing the machine during the run skews the figures).",
+        "others' (other work sharing the machine during the run skews the figures); and the "
+        "seconds a 1M-step Python loop took as the scenario began and ended, a gauge of the "
+        "VM's speed of the moment (smaller is faster; on this VM it has varied 2.5x within "
+        "an hour).",
         "",
-    ] + _table(["scenario", "s", "machine cores busy", "suite", "others"], rows)
+    ] + _table(
+        ["scenario", "s", "machine cores busy", "suite", "others", "loop s start / end"], rows
+    )
 
 
 def render(out: Path, total_s: float | None = None) -> str:
