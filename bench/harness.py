@@ -44,7 +44,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(REPO / "tests"))
 
 from storage import machine as _machine  # noqa: E402  (bench/storage.py)
-from storage import python_loop_s  # noqa: E402
+from storage import python_loop_s, round_trip_us  # noqa: E402
 from support.cluster import Cluster, free_port, http_get  # noqa: E402
 from support.dup import SOURCE, TARGET, replica_dup_status  # noqa: E402
 
@@ -732,6 +732,7 @@ class MachineLoad:
 
     def __init__(self) -> None:
         self.gauge0 = loop_gauge_s()
+        self.rtt0 = round_trip_us()
         self.t0 = time.monotonic()
         self.busy0 = self._machine_busy()
         self.own0 = self._own()
@@ -759,6 +760,8 @@ class MachineLoad:
             "loadavg_1m_end": round(os.getloadavg()[0], 2),
             "loop_1m_s_start": self.gauge0,
             "loop_1m_s_end": loop_gauge_s(),
+            "round_trip_us_start": self.rtt0,
+            "round_trip_us_end": round_trip_us(),
         }
 
 

@@ -176,7 +176,8 @@ def _machine_line(docs: dict[str, dict[str, Any]], total_s: float | None) -> lis
         f"Run of {m['time']} at commit `{m['commit']}` on {m['cores']} cores ({m['cpu']}), "
         f"Python {m['python']}"
         + (
-            f" (a 10M-step Python loop took {m['python_loop_10m_s']} s at the start, a gauge "
+            f" (at the start a 10M-step Python loop took {m['python_loop_10m_s']} s and a "
+            f"round trip to another process {m.get('process_round_trip_us', '?')} µs: gauges "
             "of the VM's speed, which varies from hour to hour)"
             if "python_loop_10m_s" in m
             else ""
@@ -584,6 +585,8 @@ def _load_table(docs: dict[str, dict[str, Any]]) -> list[str]:
                 _n(load.get("suite_cores"), 2),
                 _n(load.get("other_cores"), 2),
                 f"{_n(load.get('loop_1m_s_start'), 3)} / {_n(load.get('loop_1m_s_end'), 3)}",
+                f"{_n(load.get('round_trip_us_start'), 1)} / "
+                f"{_n(load.get('round_trip_us_end'), 1)}",
             ]
         )
     return [
@@ -591,12 +594,21 @@ def _load_table(docs: dict[str, dict[str, Any]]) -> list[str]:
         "",
         "Cores busy on average (from /proc/stat), of which this suite's processes and "
         "others' (other work sharing the machine during the run skews the figures); and the "
-        "seconds a 1M-step Python loop took as the scenario began and ended, a gauge of the "
-        "VM's speed of the moment (smaller is faster; on this VM it has varied 2.5x within "
-        "an hour).",
+        "VM's speed of the moment as the scenario began and ended (smaller is faster; both "
+        "have varied 2.5x within an hour on this VM): seconds for a 1M-step Python loop, and "
+        "µs for a message to another process and back over a socketpair.",
         "",
     ] + _table(
-        ["scenario", "s", "machine cores busy", "suite", "others", "loop s start / end"], rows
+        [
+            "scenario",
+            "s",
+            "machine cores busy",
+            "suite",
+            "others",
+            "loop s start / end",
+            "round trip µs start / end",
+        ],
+        rows,
     )
 
 

@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,31 @@ def python_loop_s(steps: int = 10_000_000) -> float:
     return round(time.perf_counter() - t0, 3)
 
 
+def round_trip_us(n: int = 2000) -> float:
+    """Mean µs for a 32-byte message to go to another process and back over a socketpair:
+    the VM's speed at waking processes, which RPC figures follow more than the loop's."""
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            a.close()
+            for _ in range(n):
+                b.sendall(b.recv(64))
+        finally:
+            os._exit(0)
+    b.close()
+    message = b"x" * 32
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            a.sendall(message)
+            a.recv(64)
+        return round((time.perf_counter() - t0) / n * 1e6, 1)
+    finally:
+        a.close()
+        os.waitpid(pid, 0)
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -153,6 +179,7 @@ def machine() -> dict:
         "date": time.strftime("%Y-%m-%d"),
         "commit": commit,
         "python_loop_10m_s": python_loop_s(),
+        "process_round_trip_us": round_trip_us(),
     }
 
 
