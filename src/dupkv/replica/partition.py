@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from dupkv.base.errors import CorruptLog, DupkvError, ErrorCode, RocksStatus
 from dupkv.base.timeutil import EPOCH_BEGIN, UniqueClock, make_timetag
+from dupkv.duplication.wire import parse_update_request
 from dupkv.replica import atomic, reads
 from dupkv.replica.scanner import ScannerTable
 from dupkv.rpc import codes
@@ -727,7 +728,12 @@ _STAGE: dict[str, Callable[..., tuple[Any, list[_Logged] | None]]] = {
 
 def _decode_shipped(code: str, raw: bytes) -> Any:
     """Decode a shipped write, validating its bytes first: thriftpy2 does not bounds-check,
-    and a shipped write may come in rDSN's Thrift dialect (from a Pegasus cluster)."""
+    and a shipped write may come in rDSN's Thrift dialect (from a Pegasus cluster). Puts in
+    the canonical layout take a hand-written fast path."""
+    if code == TaskCode.PUT:
+        put = parse_update_request(raw)
+        if put is not None:
+            return put
     method = codes.lookup(f"{code}")
     assert method is not None, code
     return Partition._decode(code, method.arg_raw_to(raw, to_rdsn=False))

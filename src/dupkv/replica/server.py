@@ -24,6 +24,7 @@ from typing import Any
 
 from dupkv.base.config import Config
 from dupkv.base.errors import DupkvError, ErrorCode
+from dupkv.duplication.wire import parse_duplicate_args
 from dupkv.http.common import VersionInfo, common_routes
 from dupkv.http.router import HttpRouter
 from dupkv.metrics import Registry, Unit
@@ -142,7 +143,14 @@ class ReplicaServer:
         self.reps_dir.mkdir(parents=True, exist_ok=True)
         inline = self.inline_handlers()
         handlers = {c: h for c, h in self.extra_handlers.items() if c not in inline}
-        self.rpc = RpcServer(self.host, self.port, handlers, self.router, inline=inline)
+        self.rpc = RpcServer(
+            self.host,
+            self.port,
+            handlers,
+            self.router,
+            inline=inline,
+            fast_args={"RPC_RRDB_RRDB_DUPLICATE": parse_duplicate_args},
+        )
         await self.rpc.start()
         log.info("replica server serving on %s, data in %s", self.address, self.reps_dir)
         try:

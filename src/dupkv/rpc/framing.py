@@ -35,6 +35,7 @@ yields a `Request` with `bad_args` set, to be answered with an error.
 """
 
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -102,6 +103,7 @@ class Request(NamedTuple):
     args: bytes | None = None
     args_raw: bytes | None = None
     bad_args: str | None = None
+    arg: Any = None  # the argument, when a fast decoder (see RequestDecoder) read it
 
 
 class Response(NamedTuple):
@@ -213,6 +215,10 @@ class _Decoder:
         return FrameError(reason)
 
 
+# (receive buffer, args start, args end) -> (argument, field 1 start, field 1 end) or None
+FastArgs = Callable[[bytearray, int, int], "tuple[Any, int, int] | None"]
+
+
 class RequestDecoder(_Decoder):
     """Server side: bytes in, `Request` / `FrameError` events out (pull or batch)."""
 
@@ -220,11 +226,16 @@ class RequestDecoder(_Decoder):
         self,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         methods: dict[str, codes.RpcMethod] = codes.METHODS,
+        fast_args: Mapping[str, FastArgs] | None = None,
     ) -> None:
+        """`fast_args`: per task code, a decoder that reads the args struct (converting it
+        in place to standard Thrift) and returns (argument, span of its bytes), or None to
+        leave the request to the general walker and thriftpy2."""
         if max_frame_bytes < HEADER_LEN:
             raise ValueError(f"max_frame_bytes must be at least {HEADER_LEN}")
         super().__init__(max_frame_bytes)
         self._methods = methods
+        self._fast = dict(fast_args or {})
         self._header: RequestHeader | None = None  # of a frame whose body is still coming
         self._body_len = 0
 
@@ -273,6 +284,22 @@ class RequestDecoder(_Decoder):
         method = self._methods.get(name)
         if method is None:
             return Request(name, seqid, msg_type, header, None)
+        fast = self._fast.get(name)
+        if fast is not None:
+            done = fast(buf, args_start, end)
+            if done is not None:
+                arg, raw_start, raw_end = done
+                args = bytes(buf[args_start:end])
+                return Request(
+                    name,
+                    seqid,
+                    msg_type,
+                    header,
+                    method,
+                    args,
+                    bytes(buf[raw_start:raw_end]),
+                    arg=arg,
+                )
         try:
             span = wire.split_args_in_place(
                 buf, args_start, end, method.args_plan, method.arg_ttype

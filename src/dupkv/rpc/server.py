@@ -102,7 +102,10 @@ class RpcServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_http_body_bytes: int = httpcodec.DEFAULT_MAX_BODY_BYTES,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        fast_args: Mapping[str, framing.FastArgs] | None = None,
     ) -> None:
+        """`fast_args`: hand-written decoders of some task codes' args (see
+        `framing.RequestDecoder`)."""
         inline = dict(inline or {})
         unknown = sorted((set(dispatcher) | set(inline)) - set(codes.METHODS))
         if unknown:
@@ -125,6 +128,7 @@ class RpcServer:
         self.max_connections = max_connections
         self.max_http_body_bytes = max_http_body_bytes
         self.stop_timeout_s = stop_timeout_s
+        self.fast_args = dict(fast_args or {})
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Future[Any]] = set()  # handler tasks and inline Futures
@@ -233,7 +237,9 @@ class _Connection(asyncio.Protocol):
             data, self.first = self.first, b""
             if kind == framing.SNIFF_THFT:
                 self.mode = kind
-                self.rpc = framing.RequestDecoder(self.server.max_frame_bytes)
+                self.rpc = framing.RequestDecoder(
+                    self.server.max_frame_bytes, fast_args=self.server.fast_args
+                )
             elif kind == framing.SNIFF_HTTP:
                 self.mode = kind
                 self.http = httpcodec.HttpRequestParser(
@@ -311,7 +317,7 @@ class _Connection(asyncio.Protocol):
             self._answer(req, ErrorCode.INVALID_DATA)
             return
         try:
-            arg = method.decode_arg_raw(req.args, req.args_raw)
+            arg = req.arg if req.arg is not None else method.decode_arg_raw(req.args, req.args_raw)
         except ValueError as e:
             log.info("undecodable %s from %s: %s", req.name, self.peer, e)
             self._answer(req, ErrorCode.INVALID_DATA)

@@ -1,7 +1,16 @@
+import random
+from typing import Any
+
 from dupkv.duplication.pipeline import Entry
-from dupkv.duplication.wire import encode_duplicate_args
+from dupkv.duplication.wire import (
+    DupEntry,
+    encode_duplicate_args,
+    parse_duplicate_args,
+    parse_update_request,
+)
 from dupkv.rpc.codes import lookup
 from dupkv.rpc.thrift import encode_blob, rrdb, serialize
+from dupkv.rpc.wire import split_args_in_place
 from dupkv.storage.mutation import TaskCode
 from dupkv.storage.schema import encode_key
 
@@ -28,3 +37,86 @@ def test_hand_written_duplicate_request_equals_the_general_encoder():
     method = lookup("RPC_RRDB_RRDB_DUPLICATE")
     assert encode_duplicate_args(entries, 5) == method.encode_arg(request)
     assert encode_duplicate_args([], 1) == method.encode_arg(rrdb.duplicate_request(entries=[]))
+
+
+def general_split(body: bytes) -> tuple[bytes, bytes, Any]:
+    """The general path: walk the rDSN dialect in place, then thriftpy2."""
+    method = lookup("RPC_RRDB_RRDB_DUPLICATE")
+    buf = bytearray(body)
+    span = split_args_in_place(buf, 0, len(buf), method.args_plan, method.arg_ttype)
+    assert span is not None
+    args, raw = bytes(buf), bytes(buf[span[0] : span[1]])
+    return args, raw, method.decode_arg_raw(args, raw)
+
+
+def test_the_duplicate_fast_path_reads_what_the_general_decoder_reads():
+    rng = random.Random(7)
+    for count in (0, 1, 3, 50):
+        entries = [
+            Entry(
+                d,
+                rng.randrange(1, 1 << 62),
+                rng.choice([TaskCode.PUT, TaskCode.REMOVE, TaskCode.MULTI_PUT]),
+                rng.randbytes(rng.randrange(0, 300)),
+            )
+            for d in range(count)
+        ]
+        for cluster_id in (1, 5, 127):
+            body = encode_duplicate_args(entries, cluster_id)
+            args, raw, expected = general_split(body)
+            buf = bytearray(body)
+            fast = parse_duplicate_args(buf, 0, len(buf))
+            assert fast is not None
+            request, start, end = fast
+            assert bytes(buf) == args and bytes(buf[start:end]) == raw  # same in-place result
+            assert len(request.entries) == len(expected.entries)
+            for got, want in zip(request.entries, expected.entries, strict=True):
+                for name in DupEntry._fields:
+                    assert getattr(got, name) == getattr(want, name), name
+
+
+def test_the_duplicate_fast_path_leaves_other_bytes_untouched_for_the_general_decoder():
+    put = serialize(rrdb.update_request(key=encode_key(b"h", b"s"), value=b"v"))
+    body = encode_duplicate_args([Entry(1, 99, TaskCode.PUT, put)] * 2, 3)
+    # Every truncation, and a flipped byte anywhere, is refused without touching the buffer
+    # (or, where the bytes still read as a request, read exactly as the general decoder does).
+    variants = [body[:n] for n in range(len(body))]
+    variants += [body[:i] + bytes([body[i] ^ 0x41]) + body[i + 1 :] for i in range(len(body))]
+    for variant in variants:
+        buf = bytearray(variant)
+        fast = parse_duplicate_args(buf, 0, len(buf))
+        if fast is None:
+            assert bytes(buf) == variant
+            continue
+        args, raw, expected = general_split(variant)
+        assert bytes(buf) == args and bytes(buf[fast[1] : fast[2]]) == raw
+        assert [tuple(e) for e in fast[0].entries] == [
+            tuple(getattr(w, n) for n in DupEntry._fields) for w in expected.entries
+        ]
+
+
+def test_the_put_fast_path_reads_what_thriftpy2_reads_in_both_dialects():
+    method = lookup("RPC_RRDB_RRDB_PUT")
+    rng = random.Random(11)
+    for _ in range(200):
+        request = rrdb.update_request(
+            key=rng.randbytes(rng.randrange(2, 40)),
+            value=rng.randbytes(rng.randrange(0, 500)),
+            expire_ts_seconds=rng.choice([0, 1, 2**31 - 1, rng.randrange(1, 1 << 30)]),
+            type=rng.choice([None, 0, 1, 2]),
+        )
+        standard = serialize(request)
+        for raw in (standard, method.arg_raw_to(standard, to_rdsn=True)):
+            put = parse_update_request(raw)
+            assert put is not None
+            assert tuple(put) == (
+                request.key,
+                request.value,
+                request.expire_ts_seconds,
+                request.type,
+            )
+    # Not the canonical layout (a field missing, extra bytes, truncated): left to thriftpy2.
+    standard = serialize(rrdb.update_request(key=b"\x00\x01k", value=b"v", expire_ts_seconds=3))
+    assert parse_update_request(serialize(rrdb.update_request(key=b"k", value=b"v"))) is None
+    assert parse_update_request(standard + b"\x00") is None
+    assert all(parse_update_request(standard[:n]) is None for n in range(len(standard)))
