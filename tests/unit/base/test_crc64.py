@@ -1,4 +1,7 @@
-from dupkv.base.crc64 import crc64, key_hash, partition_index
+import random
+
+from dupkv.base.crc import reflected_crc
+from dupkv.base.crc64 import POSITIONAL_MAX, crc64, key_hash, partition_index
 
 
 def test_check_values_match_pegasus():
@@ -21,3 +24,13 @@ def test_partition_index_is_unsigned_modulo():
     h = crc64(b"123456789")
     assert partition_index(h, 8) == h % 8
     assert 0 <= partition_index(h, 7) < 7
+
+
+def test_the_positional_path_equals_the_byte_loop_at_every_length():
+    loop = reflected_crc(0x9A6C9329AC4BC9B5, 64)
+    rng = random.Random(5)
+    for n in range(POSITIONAL_MAX * 2 + 2):
+        for _ in range(5):
+            data = rng.randbytes(n)
+            assert crc64(data) == loop(data), n
+    assert crc64(bytearray(b"123456789")) == crc64(memoryview(b"123456789")) == 0xAE8B14860A799888
