@@ -14,11 +14,12 @@ whose decrees are contiguous within and across segments. The payload is opaque h
 a `mutation` encoding).
 
 Preallocation. With fsync on, the last segment is kept zero-filled ahead of its tail in
-`PREALLOCATE_BYTES` steps (written zeros, not fallocate's unwritten extents), and records
-are written over them with pwrite. An fdatasync then flushes data alone, with no inode size
-to journal: ~30% less time per sync on this machine's ext4 (BENCHMARKS.md), paid for with one
-step of zeros per `PREALLOCATE_BYTES` of log. A segment is cut back to its records before the
-next one starts and at close; after a crash, open cuts the zeros like any torn tail.
+`PREALLOCATE_BYTES` steps, up to the size at which it rolls (written zeros, not fallocate's
+unwritten extents), and records are written over them with pwrite. An fdatasync then
+flushes data alone, with no inode size to journal: ~30% less time per sync on this
+machine's ext4 (BENCHMARKS.md), paid for by writing the log's bytes twice, once as zeros.
+A segment is cut back to its records before the next one starts and at close; after a
+crash, open cuts the zeros like any torn tail.
 
 Layout of the module: the pure core first (encode, check and scan records in a buffer, and
 the torn-tail-or-corruption verdict), then the shell: `Plog`, the writer, and `PlogReader`,
@@ -552,16 +553,23 @@ class Plog(_Closing):
             self._syncing = False
 
     def _preallocate(self) -> None:
-        """Keep at least half a step of zeros after the tail; the sync that follows makes
-        them and the new size durable along with the group."""
+        """Keep at least half a step of zeros after the tail, never past the size at which
+        the segment rolls; the sync that follows makes them and the new size durable along
+        with the group."""
         fd = self._fd
-        if fd is None or self._alloc_bytes - self._tail_bytes >= PREALLOCATE_BYTES // 2:
+        alloc = self._alloc_bytes
+        if (
+            fd is None
+            or alloc >= self._segment_bytes
+            or alloc - self._tail_bytes >= PREALLOCATE_BYTES // 2
+        ):
             return
+        step = min(PREALLOCATE_BYTES, self._segment_bytes - alloc)
         try:
-            _write_fully(fd, _ZEROS, self._alloc_bytes)
+            _write_fully(fd, _ZEROS[:step], alloc)
         except OSError:
             return  # no room for zeros (perhaps for records either): appends extend the file
-        self._alloc_bytes += PREALLOCATE_BYTES
+        self._alloc_bytes = alloc + step
         if fd not in self._unsynced:
             self._unsynced.append(fd)
 

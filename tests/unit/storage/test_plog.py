@@ -512,3 +512,16 @@ def test_a_rolled_segment_is_cut_to_its_records_before_the_next_one_starts(
             assert r.read(1 << 20, 100) == [rec(d)]  # read-ahead saw zeros where d now is
         assert [path.stat().st_size for path in p.segments()[:2]] == [16 + 3 * RECORD] * 2
         assert p.segments()[-1].stat().st_size > 16 + RECORD  # the live one, zeros ahead
+
+
+def test_zeros_never_reach_past_the_size_at_which_a_segment_rolls(tmp_path: Path) -> None:
+    with Plog.open(tmp_path, segment_bytes=THREE_PER_SEGMENT) as p:
+        p.append(recs(1, 1))
+        p.sync()
+        assert seg(tmp_path, 1).stat().st_size == THREE_PER_SEGMENT
+        p.append(recs(2, 2))
+        p.sync()
+        assert seg(tmp_path, 1).stat().st_size == THREE_PER_SEGMENT
+        p.append(recs(3, 3))  # the record that fills the segment runs past 180: no zeros after
+        p.sync()
+        assert seg(tmp_path, 1).stat().st_size == 16 + 3 * RECORD
