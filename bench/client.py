@@ -14,6 +14,7 @@ machine the client and the replica server each take about one core.
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import sys
@@ -49,6 +50,8 @@ class Result:
     ops: int
     seconds: float
     hist: HdrHistogram
+    client_cpu_us: float = 0.0  # CPU per request of this process (the client)
+    server_cpu_us: float = 0.0  # CPU per request of the replica server
 
     @property
     def ops_per_s(self) -> float:
@@ -68,6 +71,8 @@ class Result:
             "p99_ms": self.ms(99),
             "p999_ms": self.ms(99.9),
             "max_ms": self.hist.get_max_value() / 1000,
+            "client_cpu_us": round(self.client_cpu_us, 1),
+            "server_cpu_us": round(self.server_cpu_us, 1),
         }
 
 
@@ -75,8 +80,20 @@ def key(i: int) -> tuple[bytes, bytes]:
     return b"user%08d" % i, b"field"
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_op(
-    table: Table, op: str, in_flight: int, seconds: float, key_space: int, value: bytes
+    table: Table,
+    op: str,
+    in_flight: int,
+    seconds: float,
+    key_space: int,
+    value: bytes,
+    server_pid: int,
 ) -> Result:
     """`in_flight` workers each loop one request at a time for `seconds`; sets write keys
     0.. in order (so the gets that follow find them), gets read random written keys."""
@@ -107,12 +124,17 @@ async def run_op(
     hist.reset()
     done = 0
     start = loop.time()
+    cpu0 = (time.process_time(), process_cpu_s(server_pid))
     stop_at = start + seconds
     await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return Result(op, in_flight, done, loop.time() - start, hist)
+    elapsed = loop.time() - start
+    client_cpu = time.process_time() - cpu0[0]
+    server_cpu = process_cpu_s(server_pid) - cpu0[1]
+    n = max(done, 1)
+    return Result(op, in_flight, done, elapsed, hist, client_cpu / n * 1e6, server_cpu / n * 1e6)
 
 
-async def bench(meta: str, seconds: float, key_space: int) -> list[Result]:
+async def bench(meta: str, seconds: float, key_space: int, server_pid: int) -> list[Result]:
     value = bytes(random.Random(7).getrandbits(8) for _ in range(VALUE_BYTES))
     client = await Client.connect(meta)
     try:
@@ -128,7 +150,7 @@ async def bench(meta: str, seconds: float, key_space: int) -> list[Result]:
         results = []
         for in_flight in IN_FLIGHT:
             for op in ("set", "get"):
-                r = await run_op(table, op, in_flight, seconds, key_space, value)
+                r = await run_op(table, op, in_flight, seconds, key_space, value, server_pid)
                 print(f"  {op} x{in_flight}: {r.ops_per_s:,.0f}/s", flush=True)
                 results.append(r)
         return results
@@ -137,13 +159,16 @@ async def bench(meta: str, seconds: float, key_space: int) -> list[Result]:
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"\n{'op':<5} {'in flight':>9} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'goal':>12}")
+    print(
+        f"\n{'op':<5} {'in flight':>9} {'ops/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'client CPU us':>13} {'server CPU us':>13} {'goal':>12}"
+    )
     for r in results:
         goal = GOALS.get((r.op, r.in_flight))
         mark = "" if goal is None else f">= {goal:,}" + (" ok" if r.ops_per_s >= goal else " MISS")
         print(
             f"{r.op:<5} {r.in_flight:>9} {r.ops_per_s:>10,.0f} {r.ms(50):>8.3f} "
-            f"{r.ms(99):>8.3f} {mark:>12}"
+            f"{r.ms(99):>8.3f} {r.client_cpu_us:>13.1f} {r.server_cpu_us:>13.1f} {mark:>12}"
         )
 
 
@@ -168,7 +193,9 @@ def run(root: Path, seconds: float, partitions: int, key_space: int) -> list[Res
             f"{partitions} partitions (created in "
             f"{time.perf_counter() - admin_start:.2f} s); {seconds:g} s per row"
         )
-        return asyncio.run(bench(cluster.meta_address, seconds, key_space))
+        server = cluster.replica_procs[0].proc
+        assert server is not None
+        return asyncio.run(bench(cluster.meta_address, seconds, key_space, server.pid))
 
 
 def main() -> int:
