@@ -51,7 +51,7 @@ class Result:
     seconds: float
     hist: HdrHistogram
     client_cpu_us: float = 0.0  # CPU per request of this process (the client)
-    server_cpu_us: float = 0.0  # CPU per request of the replica server
+    server_cpu_us: float = 0.0  # CPU per request of the replica server (0: not measured)
 
     @property
     def ops_per_s(self) -> float:
@@ -93,7 +93,7 @@ async def run_op(
     seconds: float,
     key_space: int,
     value: bytes,
-    server_pid: int,
+    server_pid: int | None = None,
 ) -> Result:
     """`in_flight` workers each loop one request at a time for `seconds`; sets write keys
     0.. in order (so the gets that follow find them), gets read random written keys."""
@@ -124,12 +124,12 @@ async def run_op(
     hist.reset()
     done = 0
     start = loop.time()
-    cpu0 = (time.process_time(), process_cpu_s(server_pid))
+    cpu0 = (time.process_time(), process_cpu_s(server_pid) if server_pid else 0.0)
     stop_at = start + seconds
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = loop.time() - start
     client_cpu = time.process_time() - cpu0[0]
-    server_cpu = process_cpu_s(server_pid) - cpu0[1]
+    server_cpu = process_cpu_s(server_pid) - cpu0[1] if server_pid else 0.0
     n = max(done, 1)
     return Result(op, in_flight, done, elapsed, hist, client_cpu / n * 1e6, server_cpu / n * 1e6)
 
