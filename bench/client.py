@@ -14,7 +14,6 @@ machine the client and the replica server each take about one core.
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import sys
@@ -29,6 +28,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))
 
+from harness import cpu_seconds  # noqa: E402  (bench/harness.py)
 from storage import machine  # noqa: E402  (bench/storage.py)
 from support.cluster import Cluster, running  # noqa: E402
 
@@ -80,12 +80,6 @@ def key(i: int) -> tuple[bytes, bytes]:
     return b"user%08d" % i, b"field"
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def run_op(
     table: Table,
     op: str,
@@ -124,12 +118,12 @@ async def run_op(
     hist.reset()
     done = 0
     start = loop.time()
-    cpu0 = (time.process_time(), process_cpu_s(server_pid) if server_pid else 0.0)
+    cpu0 = (time.process_time(), cpu_seconds(server_pid) if server_pid else 0.0)
     stop_at = start + seconds
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = loop.time() - start
     client_cpu = time.process_time() - cpu0[0]
-    server_cpu = process_cpu_s(server_pid) - cpu0[1] if server_pid else 0.0
+    server_cpu = cpu_seconds(server_pid) - cpu0[1] if server_pid else 0.0
     n = max(done, 1)
     return Result(op, in_flight, done, elapsed, hist, client_cpu / n * 1e6, server_cpu / n * 1e6)
 

@@ -5,8 +5,8 @@ Building thriftpy2 structs for every shipped write and then converting their typ
 costs more than the rest of the shipping path; this writes the exact same bytes in one
 pass (the tests compare it with the general encoder). At the follower, the general decoder
 (walk the rDSN dialect, then thriftpy2) spends ~5 us on each shipped put; a put in the
-canonical layout is read in ~1 us, and anything else goes to the general decoder. The
-same holds for the DUPLICATE args themselves (~5.5 us per entry in general), read here in
+canonical layout is read in ~1.5 us, and anything else goes to the general decoder. The
+same holds for the DUPLICATE args themselves (~5.5 us per entry in general, ~3.5 here), read in
 the layout below and converted in place to standard Thrift like the general walker does:
 
     update_request { 1: blob key, 2: blob value, 3: i32 expire_ts_seconds,

@@ -104,12 +104,11 @@ class Overlay:
     """RocksDB as seen by a group being staged: its own earlier writes first, then those of
     the previous group if that one is staged but not yet committed (`base`)."""
 
-    __slots__ = ("_engine", "_base", "_read", "writes")
+    __slots__ = ("_engine", "_base", "writes")
 
     def __init__(self, engine: Engine, base: dict[bytes, bytes | None] | None = None) -> None:
         self._engine = engine
         self._base = base
-        self._read: dict[bytes, bytes | None] = {}  # RocksDB values fetched by prefetch()
         self.writes: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
@@ -117,16 +116,7 @@ class Overlay:
             return self.writes[key]
         if self._base is not None and key in self._base:
             return self._base[key]
-        if key in self._read:
-            return self._read[key]
         return self._engine.get(key)
-
-    def prefetch(self, keys: list[bytes]) -> None:
-        """Read many keys from RocksDB in one multi-get (last-writer-wins reads them all)."""
-        base = self._base or {}
-        wanted = [k for k in keys if k not in self.writes and k not in base]
-        if wanted:
-            self._read.update(zip(wanted, self._engine.multi_get(wanted), strict=True))
 
     def put(self, key: bytes, value: bytes) -> None:
         self.writes[key] = value
@@ -737,16 +727,6 @@ def _decode_shipped(code: str, raw: bytes) -> Any:
     method = codes.lookup(f"{code}")
     assert method is not None, code
     return Partition._decode(code, method.arg_raw_to(raw, to_rdsn=False))
-
-
-def _shipped_keys(code: str, inner: Any) -> list[bytes]:
-    if code == TaskCode.PUT:
-        return [inner.key]
-    if code == TaskCode.REMOVE:
-        return [inner]
-    if code == TaskCode.MULTI_PUT:
-        return [schema.encode_key(inner.hash_key, kv.key or b"") for kv in inner.kvs]
-    return [schema.encode_key(inner.hash_key, sk or b"") for sk in inner.sort_keys]
 
 
 def _inner_valid(code: str, inner: Any) -> bool:

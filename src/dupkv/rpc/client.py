@@ -28,7 +28,7 @@ import itertools
 import logging
 import socket
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dupkv.base.errors import BadInput, DupkvError, ErrorCode
@@ -345,6 +345,10 @@ class RpcClientConnection:
             log.info("connection to %s lost: %s", self.address, exc)
 
 
+# One of RpcClientConnection's call methods, unbound: (connection, name, payload, **kw).
+_Send = Callable[..., Coroutine[Any, Any, Outcome]]
+
+
 def _resolve(future: "asyncio.Future[bool]", value: bool) -> None:
     if not future.done():
         future.set_result(value)
@@ -449,25 +453,10 @@ class ConnectionPool:
         self, address: str, name: str, arg: Any, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, **kw: Any
     ) -> Coroutine[Any, Any, Outcome]:
         """`RpcClientConnection.call` on the connection to `address`; `timeout_ms` also
-        bounds opening it. ERR_NETWORK_FAILURE (or the pool's error) if that fails.
+        bounds opening it. ERR_NETWORK_FAILURE (or the pool's error) if that fails."""
+        return self._on_connection(address, RpcClientConnection.call, name, arg, timeout_ms, kw)
 
-        An open connection's call is returned as it is (no coroutine of our own around it).
-        """
-        conn = self._conns.get(address)
-        if conn is not None and not conn.is_closed:
-            self._conns.move_to_end(address)
-            return conn.call(name, arg, timeout_ms=timeout_ms, **kw)
-        return self._connect_and_call(address, name, arg, timeout_ms, kw)
-
-    async def _connect_and_call(
-        self, address: str, name: str, arg: Any, timeout_ms: int, kw: dict[str, Any]
-    ) -> Outcome:
-        conn, error, timeout_ms = await self._connection(address, timeout_ms)
-        if conn is None:
-            return error, None
-        return await conn.call(name, arg, timeout_ms=timeout_ms, **kw)
-
-    async def call_encoded(
+    def call_encoded(
         self,
         address: str,
         name: str,
@@ -475,14 +464,12 @@ class ConnectionPool:
         *,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         **kw: Any,
-    ) -> Outcome:
-        """`RpcClientConnection.call_encoded` on the connection to `address`."""
-        conn, error, timeout_ms = await self._connection(address, timeout_ms)
-        if conn is None:
-            return error, None
-        return await conn.call_encoded(name, args_struct, timeout_ms=timeout_ms, **kw)
+    ) -> Coroutine[Any, Any, Outcome]:
+        """`RpcClientConnection.call_encoded` on the connection to `address`, as `call`."""
+        send = RpcClientConnection.call_encoded
+        return self._on_connection(address, send, name, args_struct, timeout_ms, kw)
 
-    async def call_raw(
+    def call_raw(
         self,
         address: str,
         name: str,
@@ -490,30 +477,49 @@ class ConnectionPool:
         *,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         **kw: Any,
-    ) -> Outcome:
-        conn, error, timeout_ms = await self._connection(address, timeout_ms)
-        if conn is None:
-            return error, None
-        return await conn.call_raw(name, arg_raw, timeout_ms=timeout_ms, **kw)
+    ) -> Coroutine[Any, Any, Outcome]:
+        """`RpcClientConnection.call_raw` on the connection to `address`, as `call`."""
+        send = RpcClientConnection.call_raw
+        return self._on_connection(address, send, name, arg_raw, timeout_ms, kw)
 
-    async def _connection(
-        self, address: str, timeout_ms: int
-    ) -> tuple[RpcClientConnection | None, str, int]:
-        """(the open connection, ERR_OK, the time left of `timeout_ms`), or (None, why)."""
+    def _on_connection(
+        self,
+        address: str,
+        send: _Send,
+        name: str,
+        payload: Any,
+        timeout_ms: int,
+        kw: dict[str, Any],
+    ) -> Coroutine[Any, Any, Outcome]:
+        """`send(connection, name, payload, ...)` on the connection to `address`. An open
+        connection's call is returned as it is (no coroutine of our own around it)."""
         conn = self._conns.get(address)
         if conn is not None and not conn.is_closed:
             self._conns.move_to_end(address)
-            return conn, ErrorCode.OK, timeout_ms
+            return send(conn, name, payload, timeout_ms=timeout_ms, **kw)
+        return self._connect_and_send(address, send, name, payload, timeout_ms, kw)
+
+    async def _connect_and_send(
+        self,
+        address: str,
+        send: _Send,
+        name: str,
+        payload: Any,
+        timeout_ms: int,
+        kw: dict[str, Any],
+    ) -> Outcome:
+        """Open the connection within `timeout_ms`, then send with the time left."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 conn = await self.get(address)
         except TimeoutError:
-            return None, ErrorCode.TIMEOUT, 0
+            return ErrorCode.TIMEOUT, None
         except DupkvError as e:
-            return None, e.code, 0
-        return conn, ErrorCode.OK, max(1, timeout_ms - int((loop.time() - start) * 1000))
+            return e.code, None
+        left = max(1, timeout_ms - int((loop.time() - start) * 1000))
+        return await send(conn, name, payload, timeout_ms=left, **kw)
 
     async def close(self) -> None:
         conns = list(self._conns.values())
