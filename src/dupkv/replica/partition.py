@@ -266,17 +266,26 @@ class Partition:
         self._staged_decree = decree
         return Staged(records, ov.writes, responses, decree, self._ts.last_us)
 
-    def persist(self, staged: Staged) -> None:
-        """Append and fsync the group's records (blocking; run in a worker thread)."""
+    def persist(self, staged: Staged, *, sync: bool = True) -> None:
+        """Append the group's records to the plog and fsync them (blocking; run in a worker
+        thread). With sync=False the replica server's shared log holds them fsynced
+        already, and the plog counts them durable without an fsync of its own."""
         if not staged.records:
             return
         try:
             self.plog.append(staged.records)
-            self.plog.sync()
+            if sync:
+                self.plog.sync()
+            else:
+                self.plog.mark_durable()
         except OSError as e:
-            self.broken = f"plog write failed: {e}"
-            log.error("%s: %s; refusing writes until reopened", self.gpid, self.broken)
-            raise PartitionBroken(ErrorCode.INVALID_STATE, self.broken) from e
+            raise self.fail_log(f"plog write failed: {e}") from e
+
+    def fail_log(self, why: str) -> PartitionBroken:
+        """Refuse writes from now on (a log write failed); returns the error to raise."""
+        self.broken = why
+        log.error("%s: %s; refusing writes until reopened", self.gpid, why)
+        return PartitionBroken(ErrorCode.INVALID_STATE, why)
 
     def commit(self, staged: Staged) -> list[Any]:
         if staged.records or staged.writes:

@@ -23,19 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from dupkv.base.config import Config
-from dupkv.base.errors import DupkvError, ErrorCode
+from dupkv.base.errors import DupkvError, ErrorCode, InvariantError
 from dupkv.duplication.wire import parse_duplicate_args
 from dupkv.http.common import VersionInfo, common_routes
 from dupkv.http.router import HttpRouter
 from dupkv.metrics import Registry, Unit
 from dupkv.replica.partition import Partition, PartitionOptions, WriteOp
-from dupkv.replica.writer import GroupCommitWriter, SyncThread
+from dupkv.replica.writer import GroupCommitWriter, SharedLogPersist, SyncThread
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.ids import pack_address, pack_gpid, unpack_gpid
 from dupkv.rpc.server import InlineHandler, RpcReply, RpcRequest, RpcServer
 from dupkv.rpc.thrift import rrdb
 from dupkv.storage.mutation import TaskCode
+from dupkv.storage.slog import SharedLog, recover_plogs
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class ReplicaServer:
         self.address = f"{host}:{self.port}"
         root = Path(data_dir or config.get("replication", "data_dirs"))
         self.reps_dir = root / "replica" / "reps"
+        self.slog_dir = root / "replica" / "slog"
         self.meta_servers = [
             a.strip() for a in config.get("meta_server", "server_list").split(",") if a.strip()
         ]
@@ -98,6 +100,10 @@ class ReplicaServer:
         self.max_write_bytes = config.get("replication", "max_allowed_write_size")
         self.partitions: dict[tuple[int, int], Hosted] = {}
         self.sync = SyncThread("fsync")  # every partition's group commits fsync on it
+        # With plog_force_flush, every group commit goes through the shared log (opened in
+        # run(), after it has repaired the plogs).
+        self.slog: SharedLog | None = None
+        self._shared: SharedLogPersist | None = None
         self.rpc: RpcServer | None = None
         self.pool = ConnectionPool()
         self.started_at = time.time()
@@ -141,6 +147,9 @@ class ReplicaServer:
     async def run(self) -> None:
         """Serve until `stop()` is called."""
         self.reps_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.get("replication", "plog_force_flush"):
+            self.slog = await asyncio.to_thread(self._open_slog)
+            self._shared = SharedLogPersist(self.slog)
         inline = self.inline_handlers()
         handlers = {c: h for c, h in self.extra_handlers.items() if c not in inline}
         self.rpc = RpcServer(
@@ -170,6 +179,20 @@ class ReplicaServer:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _open_slog(self) -> SharedLog:
+        """Repair the plogs from the shared log a crash left behind, then open it empty."""
+        cfg = self.config
+        recover_plogs(
+            self.slog_dir,
+            lambda gpid: self.partition_path(gpid) / "plog",
+            plog_segment_bytes=cfg.get("replication", "log_private_file_size_mb") << 20,
+        )
+        return SharedLog.open(
+            self.slog_dir,
+            segment_bytes=cfg.get("replication", "log_shared_file_size_mb") << 20,
+            file_count_limit=cfg.get("replication", "log_shared_file_count_limit"),
+        )
+
     async def _shutdown(self) -> None:
         if self.rpc is not None:
             await self.rpc.stop()
@@ -177,6 +200,12 @@ class ReplicaServer:
             await self.dup_manager.stop()
         for gpid in list(self.partitions):
             await self._close_partition(gpid)
+        if self.slog is not None:
+            shared_log = self.slog
+            try:
+                await self.sync.run(lambda _: shared_log.close(), None)
+            except (OSError, InvariantError) as e:
+                log.error("shared log kept for the next start's recovery: %s", e)
         await self.sync.stop()
         await self.pool.close()
         log.info("replica server %s stopped", self.address)
@@ -238,7 +267,7 @@ class ReplicaServer:
             options = self._options(app, gpid[1])
             started = time.monotonic()
             partition = await asyncio.to_thread(Partition, self.partition_path(gpid), options)
-            writer = GroupCommitWriter(partition, sync=self.sync)
+            writer = GroupCommitWriter(partition, sync=self.sync, shared=self._shared)
             writer.start()
             entity = self.registry.entity(
                 "replica",
@@ -276,6 +305,11 @@ class ReplicaServer:
         for hook in self.on_partition_close:
             await hook(hosted)
         await hosted.writer.close()
+        if self.slog is not None:
+            try:  # off the log thread's books before the plog closes
+                await self.sync.run(self.slog.forget, hosted.partition.plog)
+            except (OSError, InvariantError) as e:
+                log.error("partition %d.%d: plog fsync failed at close: %s", *gpid, e)
         await asyncio.to_thread(hosted.partition.close)
         self.registry.remove_entity("replica", f"replica@{gpid[0]}.{gpid[1]}")
         log.info("closed partition %d.%d", *gpid)

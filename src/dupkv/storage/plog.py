@@ -345,7 +345,7 @@ class Plog(_Closing):
         if not directory.is_dir():
             directory.mkdir(parents=True)
             if fsync:
-                _fsync_dir(directory.parent)
+                fsync_dir(directory.parent)
         segments = _list_segments(directory)
         for seg in segments[:-1]:
             with open(seg.path, "rb") as f:
@@ -482,6 +482,13 @@ class Plog(_Closing):
         if not self._fsync:
             self._durable_decree = self._last_decree
         return written
+
+    def mark_durable(self) -> None:
+        """Count every record appended so far as durable: another log holds them fsynced
+        (the replica server's shared log, dupkv.storage.slog). Readers see them from now on;
+        a later sync() (or close()) makes them durable here as well."""
+        self._check_writable()
+        self._durable_decree = self._last_decree
 
     def _write_run(self, new_segment: int | None, parts: list[bytes]) -> int:
         data = b"".join(parts)
@@ -678,6 +685,63 @@ def _list_segments(directory: Path) -> list[_Segment]:
     return segments
 
 
+def cut_after(path: str | os.PathLike[str], keep_decree: int) -> tuple[int, int]:
+    """Cut the closed plog at `path` right after decree `keep_decree`; returns (segments
+    removed, bytes cut). For recovery from the shared log, which holds every record after
+    `keep_decree` and none before it may be missing here.
+
+    Whatever follows `keep_decree` goes, valid or not: after a machine crash the unsynced
+    part of a plog may hold holes followed by whole records, which open() would call damage.
+    Segments that start after `keep_decree` are removed; the one holding it is verified up
+    to it (CorruptLog if it is damaged or ends before it) and truncated after it.
+    Idempotent, so a crash while cutting is recovered by cutting again.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        return 0, 0
+    removed = cut = 0
+    holder: _Segment | None = None
+    for seg in reversed(_list_segments(directory)):
+        if seg.first_decree <= keep_decree:
+            holder = seg
+            break
+        cut += seg.path.stat().st_size
+        seg.path.unlink()
+        removed += 1
+    if removed:
+        fsync_dir(directory)
+    if holder is not None:
+        end, size = _end_of_decree(holder, keep_decree)
+        if end < size:
+            _truncate(holder.path, end, fsync=True)
+            cut += size - end
+    return removed, cut
+
+
+def _end_of_decree(seg: _Segment, decree: int) -> tuple[int, int]:
+    """(offset just past `decree`'s record, file size) in `seg`, every record before it
+    verified; CorruptLog if the segment is damaged or ends before `decree`."""
+    with open(seg.path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        problem = (
+            segment_header_problem(f.read(SEGMENT_HEADER.size), seg.first_decree)
+            if size >= SEGMENT_HEADER.size
+            else f"{size}-byte file, shorter than its header"
+        )
+        if problem is not None:
+            raise _corrupt(seg.path, 0, f"{problem}; decrees up to {decree} were expected")
+        with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as buf:
+            pos = SEGMENT_HEADER.size
+            for expected in range(seg.first_decree, decree + 1):
+                problem = record_problem(buf, pos, size, expected)
+                if problem is not None:
+                    raise _corrupt(
+                        seg.path, pos, f"{problem}; decrees up to {decree} were expected"
+                    )
+                pos += RECORD_HEADER.size + RECORD_HEADER.unpack_from(buf, pos)[0]
+    return pos, size
+
+
 def _judge_file(seg: _Segment) -> tuple[int, TailVerdict]:
     with open(seg.path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -709,7 +773,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

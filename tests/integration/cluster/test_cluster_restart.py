@@ -1,13 +1,14 @@
 """A real cluster (a meta server and three replica servers as processes on 127.0.0.1) loses
 nothing when its servers are killed: every acknowledged key is readable after a replica
-server and then the meta server are SIGKILLed and restarted, with the embedded metadata
-store and with ZooKeeper (where the metadata must sit in Pegasus's layout and JSON).
-Dropping a table removes it from listings and its partitions from the replica servers'
-disks.
+server (its plogs then damaged as by a power cut) and then the meta server are SIGKILLed
+and restarted, with the embedded metadata store and with ZooKeeper (where the metadata
+must sit in Pegasus's layout and JSON). Dropping a table removes it from listings and its
+partitions from the replica servers' disks.
 """
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 from support.cluster import Cluster, running
+from support.power_cut import lose_what_the_slog_holds
 from support.zookeeper import ZkServer
 
 from dupkv.base.errors import DupkvError, ErrorCode
@@ -98,9 +100,19 @@ def test_every_key_survives_sigkill_of_a_replica_server_and_of_the_meta_server(
         assert asyncio.run(missing_keys(c.meta_address, "restart", KEYS)) == []
 
         c.replica_procs[1].kill()
+        # As if the machine had lost power too: what only the shared log made durable in
+        # the plogs is damaged; the restart repairs the plogs from the shared log.
+        data = c.replica_data_dir(1) / "replica"
+        damage = lose_what_the_slog_holds(
+            data / "slog",
+            lambda gpid: data / "reps" / f"{gpid[0]}.{gpid[1]}.pegasus" / "plog",
+            random.Random(backend),
+        )
+        assert damage, "the shared log held nothing after 10k writes"
         c.restart_replica(1)
         c.wait_nodes_alive()
-        assert asyncio.run(missing_keys(c.meta_address, "restart", KEYS)) == []
+        assert asyncio.run(missing_keys(c.meta_address, "restart", KEYS)) == [], damage
+        assert "shared log: " in c.replica_procs[1].log()
 
         with BlockingClient(c.meta_address) as reader:
             cached = reader.open_table("restart")
