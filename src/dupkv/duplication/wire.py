@@ -102,6 +102,24 @@ def parse_update_request(raw: bytes) -> ShippedPut | None:
     return ShippedPut(key, value, expire, kind)
 
 
+_PUT_ARGS_HEAD = b"\x0c\x00\x01"  # field 1 of the args struct: the update_request
+
+
+def parse_put_args(buf: bytearray, start: int, end: int) -> tuple[Any, int, int] | None:
+    """The fast decoder (dupkv.rpc.framing.RequestDecoder) of a client's PUT: its args
+    struct buf[start:end] in the canonical layout, either dialect. Converts the blobs'
+    type bytes to standard Thrift in place, as the general walker would, and returns
+    (the put, the span of its update_request); None for any other bytes, untouched."""
+    if buf[start : start + 3] != _PUT_ARGS_HEAD or end - start < 5 or buf[end - 1] != 0:
+        return None
+    put = parse_update_request(bytes(buf[start + 3 : end - 1]))
+    if put is None:
+        return None
+    buf[start + 3] = _T_STRING
+    buf[start + 10 + len(put.key)] = _T_STRING  # the value's type byte
+    return put, start + 3, end - 1
+
+
 class DupEntry(NamedTuple):
     """A duplicate_entry, with the fields of thriftpy2's."""
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from dupkv.base.config import Config
 from dupkv.base.errors import DupkvError, ErrorCode, InvariantError
-from dupkv.duplication.wire import parse_duplicate_args
+from dupkv.duplication.wire import parse_duplicate_args, parse_put_args
 from dupkv.http.common import VersionInfo, common_routes
 from dupkv.http.router import HttpRouter
 from dupkv.metrics import Registry, Unit
@@ -158,7 +158,10 @@ class ReplicaServer:
             handlers,
             self.router,
             inline=inline,
-            fast_args={"RPC_RRDB_RRDB_DUPLICATE": parse_duplicate_args},
+            fast_args={
+                "RPC_RRDB_RRDB_DUPLICATE": parse_duplicate_args,
+                "RPC_RRDB_RRDB_PUT": parse_put_args,
+            },
         )
         await self.rpc.start()
         log.info("replica server serving on %s, data in %s", self.address, self.reps_dir)

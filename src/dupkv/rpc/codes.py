@@ -10,10 +10,11 @@ An RPC's single argument is field 1 of its args struct; its result is field 0 ("
 of its result struct. `clear_scanner` is oneway: no reply is ever sent.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dupkv.rpc import wire
+from dupkv.rpc import replies, wire
 from dupkv.rpc.flat import FlatStruct
 from dupkv.rpc.idl_meta import meta
 from dupkv.rpc.thrift import IDL_DIR, deserialize, encode_blob, rrdb, serialize
@@ -91,6 +92,7 @@ class RpcMethod:
     reply_name: str = ""
     arg_flat: FlatStruct | None = None  # writes field 1's struct (see dupkv.rpc.flat)
     result_flat: FlatStruct | None = None  # writes the result value's struct
+    result_reader: Callable[[bytes], Any] | None = None  # reads it by hand (rpc/replies)
 
     # -- server side ---------------------------------------------------------------------
 
@@ -172,6 +174,10 @@ class RpcMethod:
         """
         if self.result_cls is None:
             raise ValueError(f"{self.code} is oneway and has no result")
+        if self.result_reader is not None:
+            value = self.result_reader(result_struct)
+            if value is not None:
+                return value
         if result_struct.startswith(_RESULT_HEAD):  # field 0 alone, as every server sends
             buf = bytearray(result_struct)
             end = len(buf) - 1
@@ -180,6 +186,13 @@ class RpcMethod:
                 return deserialize(self.result_value_cls, bytes(buf[3:end]))
         std = wire.convert_plan(result_struct, self.result_struct_plan, to_rdsn=False)
         return deserialize(self.result_cls, std).success
+
+
+# Result value class -> its hand reader (dupkv.rpc.replies).
+_READERS: dict[Any, Callable[[bytes], Any]] = {
+    rrdb.read_response: replies.read_read_response,
+    rrdb.update_response: replies.read_update_response,
+}
 
 
 def _build(code: str, service_name: str, method: str) -> RpcMethod:
@@ -212,6 +225,9 @@ def _build(code: str, service_name: str, method: str) -> RpcMethod:
         ),
         result_struct_plan=wire.compile_fields(shape.result),
         result_value_cls=result_cls.thrift_spec[0][2] if result_cls is not None else None,
+        result_reader=(
+            _READERS.get(result_cls.thrift_spec[0][2]) if result_cls is not None else None
+        ),
         reply_name=code + ACK_SUFFIX,
         arg_flat=(
             FlatStruct.of(spec[2], arg_node[1])

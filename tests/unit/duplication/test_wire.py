@@ -6,6 +6,7 @@ from dupkv.duplication.wire import (
     DupEntry,
     encode_duplicate_args,
     parse_duplicate_args,
+    parse_put_args,
     parse_update_request,
 )
 from dupkv.rpc.codes import lookup
@@ -39,9 +40,9 @@ def test_hand_written_duplicate_request_equals_the_general_encoder():
     assert encode_duplicate_args([], 1) == method.encode_arg(rrdb.duplicate_request(entries=[]))
 
 
-def general_split(body: bytes) -> tuple[bytes, bytes, Any]:
+def general_split(body: bytes, code: str = "RPC_RRDB_RRDB_DUPLICATE") -> tuple[bytes, bytes, Any]:
     """The general path: walk the rDSN dialect in place, then thriftpy2."""
-    method = lookup("RPC_RRDB_RRDB_DUPLICATE")
+    method = lookup(code)
     buf = bytearray(body)
     span = split_args_in_place(buf, 0, len(buf), method.args_plan, method.arg_ttype)
     assert span is not None
@@ -75,14 +76,18 @@ def test_the_duplicate_fast_path_reads_what_the_general_decoder_reads():
                     assert getattr(got, name) == getattr(want, name), name
 
 
+def damaged(body: bytes) -> list[bytes]:
+    """Every truncation of `body` and `body` with one byte flipped, at every offset."""
+    variants = [body[:n] for n in range(len(body))]
+    return variants + [body[:i] + bytes([body[i] ^ 0x41]) + body[i + 1 :] for i in range(len(body))]
+
+
 def test_the_duplicate_fast_path_leaves_other_bytes_untouched_for_the_general_decoder():
     put = serialize(rrdb.update_request(key=encode_key(b"h", b"s"), value=b"v"))
     body = encode_duplicate_args([Entry(1, 99, TaskCode.PUT, put)] * 2, 3)
     # Every truncation, and a flipped byte anywhere, is refused without touching the buffer
     # (or, where the bytes still read as a request, read exactly as the general decoder does).
-    variants = [body[:n] for n in range(len(body))]
-    variants += [body[:i] + bytes([body[i] ^ 0x41]) + body[i + 1 :] for i in range(len(body))]
-    for variant in variants:
+    for variant in damaged(body):
         buf = bytearray(variant)
         fast = parse_duplicate_args(buf, 0, len(buf))
         if fast is None:
@@ -120,3 +125,34 @@ def test_the_put_fast_path_reads_what_thriftpy2_reads_in_both_dialects():
     assert parse_update_request(serialize(rrdb.update_request(key=b"k", value=b"v"))) is None
     assert parse_update_request(standard + b"\x00") is None
     assert all(parse_update_request(standard[:n]) is None for n in range(len(standard)))
+
+
+def test_the_put_args_fast_path_does_what_the_general_walker_does():
+    """A client's PUT args struct in either dialect: the same argument, the same standard
+    bytes in the buffer and the same span; any other bytes are left alone."""
+    method = lookup("RPC_RRDB_RRDB_PUT")
+    rng = random.Random(12)
+    bodies = []
+    for _ in range(100):
+        request = rrdb.update_request(
+            key=rng.randbytes(rng.randrange(2, 40)),
+            value=rng.randbytes(rng.randrange(0, 500)),
+            expire_ts_seconds=rng.choice([0, rng.randrange(1, 1 << 30)]),
+        )
+        bodies.append(method.encode_arg(request))  # rDSN's dialect, as clients send
+        bodies.append(serialize(method.args_cls(**{method.arg_name: request})))  # standard
+    assert all(parse_put_args(bytearray(b), 0, len(b)) is not None for b in bodies)
+    for body in [*bodies, *damaged(bodies[0]), bodies[0] + b"\x00"]:
+        buf = bytearray(body)
+        fast = parse_put_args(buf, 0, len(buf))
+        if fast is None:
+            assert bytes(buf) == body
+            continue
+        args, raw, expected = general_split(body, "RPC_RRDB_RRDB_PUT")
+        assert bytes(buf) == args and bytes(buf[fast[1] : fast[2]]) == raw
+        assert tuple(fast[0]) == (
+            expected.key,
+            expected.value,
+            expected.expire_ts_seconds,
+            expected.type,
+        )
