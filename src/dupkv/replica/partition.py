@@ -33,6 +33,7 @@ from dupkv.duplication.wire import parse_update_request
 from dupkv.replica import atomic, reads
 from dupkv.replica.scanner import ScannerTable
 from dupkv.rpc import codes
+from dupkv.rpc.replies import ReadResponse
 from dupkv.rpc.thrift import decode_blob, deserialize, encode_blob, rrdb, serialize
 from dupkv.storage import schema
 from dupkv.storage.engine import Engine
@@ -591,14 +592,18 @@ class Partition:
     def _epoch_now(self) -> int:
         return int(self._clock()) - EPOCH_BEGIN
 
-    def get(self, key: bytes) -> Any:
+    def get(self, key: bytes) -> ReadResponse:
         # The value field is always sent (empty when absent): pypegasus reads it regardless.
+        o = self.options
         if not _valid_key(key):
-            return self._response(rrdb.read_response, RocksStatus.INVALID_ARGUMENT, value=b"")
-        value = self._engine.get(key)
-        if value is not None and schema.is_live(value, self._epoch_now()):
-            return self._response(rrdb.read_response, RocksStatus.OK, value=value[12:])
-        return self._response(rrdb.read_response, RocksStatus.NOT_FOUND, value=b"")
+            status, data = RocksStatus.INVALID_ARGUMENT, b""
+        else:
+            value = self._engine.get(key)
+            if value is not None and schema.is_live(value, self._epoch_now()):
+                status, data = RocksStatus.OK, value[12:]
+            else:
+                status, data = RocksStatus.NOT_FOUND, b""
+        return ReadResponse(status, data, o.app_id, o.partition_index, o.server)
 
     def ttl(self, key: bytes) -> Any:
         response = self._response(rrdb.ttl_response, RocksStatus.NOT_FOUND, ttl_seconds=0)

@@ -122,6 +122,8 @@ class RpcMethod:
         """
         if self.result_cls is None:
             raise ValueError(f"{self.code} is oneway and has no result")
+        if type(value) is replies.ReadResponse:
+            return replies.write_read_response(value)
         if self.result_flat is not None:
             flat = self.result_flat.write(value)
             if flat is not None:

@@ -1,5 +1,5 @@
-"""Hand readers of the two replies a client reads most: every get's read_response and
-every write's update_response (pure).
+"""Hand readers of the two replies a client reads most, every get's read_response and
+every write's update_response, and a hand writer of the first for the server (pure).
 
 The general path (codes.RpcMethod.decode_result) copies the result struct, walks it to
 turn rDSN's type bytes into standard ones and hands it to thriftpy2: ~6 us per reply, a
@@ -10,6 +10,9 @@ truncation) give None, and the caller takes the general path, which reads them o
 what is wrong with them.
 
 The values are NamedTuples with the attributes of the thriftpy2 structs they stand for.
+A replica server answers a get with a `ReadResponse`, which `write_read_response` encodes
+with two packs (~0.8 us) where the general flat writer took ~4 us, and which costs a third
+of a thriftpy2 struct to build.
 """
 
 import struct
@@ -103,3 +106,21 @@ def read_update_response(raw: bytes) -> UpdateResponse | None:
     except UnicodeDecodeError:
         return None
     return UpdateResponse(error, app_id, partition_index, decree, server)
+
+
+def write_read_response(resp: ReadResponse) -> bytes:
+    """The result struct carrying `resp`, in rDSN's dialect, as the general encoder writes
+    it (dupkv.rpc.codes.RpcMethod.encode_result). Raises struct.error on an integer out of
+    range and AttributeError/TypeError on a value that is not bytes or a server not str."""
+    value, server = resp.value, resp.server.encode("utf-8")
+    return b"".join(
+        (
+            _READ_HEAD.pack(_RESULT_HEAD, _T_I32, 1, resp.error, _T_STRUCT, 2, len(value)),
+            value,
+            _READ_TAIL.pack(
+                _T_I32, 3, resp.app_id, _T_I32, 4, resp.partition_index, _T_STRING, 6, len(server)
+            ),
+            server,
+            _STOPS,
+        )
+    )
