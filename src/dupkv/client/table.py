@@ -33,6 +33,7 @@ from dupkv.client.types import (
     ScanOptions,
     as_bytes,
 )
+from dupkv.rpc.client import Outcome
 from dupkv.rpc.thrift import rrdb
 from dupkv.storage.mutation import TaskCode
 from dupkv.storage.schema import encode_key
@@ -130,14 +131,28 @@ class Table:
         hk, sk, h = _single_key(hash_key, sort_key, "set")
         ts = ops.expire_ts(ttl_seconds, time.time(), "set")
         req = ops.put_request(hk, sk, as_bytes(value, "value"), ts)
-        resp = await self._call("set", TaskCode.PUT, req, key_hash=h, timeout_ms=timeout_ms)
+        # _call's steps written out (here and in get): one coroutine frame less per call.
+        deadline = self._deadline(timeout_ms)
+        sent = self._attempt(TaskCode.PUT, req, h, None, deadline)
+        error, resp = await sent.outcome if sent is not None else _NOT_SENT
+        if error != ErrorCode.OK:
+            failed = None if sent is None else (error, sent)
+            resp = await self._retry(
+                "set", TaskCode.PUT, req, h, None, timeout_ms, deadline, failed
+            )
         ops.status_of(resp, "set")
 
     async def get(
         self, hash_key: Bytes, sort_key: Bytes, *, timeout_ms: int | None = None
     ) -> bytes | None:
         hk, sk, h = _single_key(hash_key, sort_key, "get")
-        resp = await self._call("get", GET, encode_key(hk, sk), key_hash=h, timeout_ms=timeout_ms)
+        key = encode_key(hk, sk)
+        deadline = self._deadline(timeout_ms)
+        sent = self._attempt(GET, key, h, None, deadline)
+        error, resp = await sent.outcome if sent is not None else _NOT_SENT
+        if error != ErrorCode.OK:
+            failed = None if sent is None else (error, sent)
+            resp = await self._retry("get", GET, key, h, None, timeout_ms, deadline, failed)
         if ops.status_of(resp, "get", (RocksStatus.OK, RocksStatus.NOT_FOUND)):
             return None
         return resp.value or b""
@@ -473,34 +488,81 @@ class Table:
         Returns the response struct (its RocksDB status is the caller's to judge); raises
         DupkvError for frame-level failures and ERR_TIMEOUT when the deadline passes.
         """
-        if self._client.closed:
-            raise DupkvError(ErrorCode.SESSION_RESET, f"{op} on table {self.name!r}: client closed")
-        loop = asyncio.get_running_loop()
         deadline = self._deadline(timeout_ms)
+        sent = self._attempt(code, arg, key_hash, pidx, deadline)
+        error, result = await sent.outcome if sent is not None else _NOT_SENT
+        if error == ErrorCode.OK:
+            return result
+        failed = None if sent is None else (error, sent)
+        return await self._retry(
+            op, code, arg, key_hash, pidx, timeout_ms, deadline, failed, idempotent=idempotent
+        )
+
+    def _attempt(
+        self, code: str, arg: Any, key_hash: int | None, pidx: int | None, deadline: float
+    ) -> "_Sent | None":
+        """The first try, sent at once on the route as it is; None when the route must be
+        refreshed first or has no primary for the key (`_retry` does that)."""
+        if self._client.closed:
+            raise DupkvError(ErrorCode.SESSION_RESET, f"table {self.name!r}: client closed")
+        if self._stale:
+            return None
+        target = self._target(key_hash, pidx)
+        remaining_ms = int((deadline - asyncio.get_running_loop().time()) * 1000)
+        if target.address is None or remaining_ms <= 0:
+            return None
+        return _Sent(self._send(target, code, arg, remaining_ms), target, self._refresh_gen)
+
+    def _send(self, target: Target, code: str, arg: Any, timeout_ms: int) -> Awaitable[Outcome]:
+        """One call to `target`'s primary, bounded by `timeout_ms` (connecting included)."""
+        assert target.address is not None
+        return self._client._pool.call(
+            target.address,
+            code,
+            arg,
+            app_id=target.app_id,
+            partition_index=target.partition_index,
+            partition_hash=target.partition_hash,
+            timeout_ms=timeout_ms,
+        )
+
+    async def _retry(
+        self,
+        op: str,
+        code: str,
+        arg: Any,
+        key_hash: int | None,
+        pidx: int | None,
+        timeout_ms: int | None,
+        deadline: float,
+        failed: "tuple[str, _Sent] | None",
+        *,
+        idempotent: bool = True,
+    ) -> Any:
+        """The rest of `_call` after a first try that failed (`failed`: its error, and the
+        try) or was not sent (None): judge each failure by `policy`, refresh the route,
+        back off and try again until the deadline."""
+        loop = asyncio.get_running_loop()
         attempt = 0
         last = "none"
         while True:
-            if self._stale and not await self._refresh_within(self._refresh_gen, deadline):
-                break
-            gen = self._refresh_gen
-            target = self._target(key_hash, pidx)
-            remaining_ms = int((deadline - loop.time()) * 1000)
-            if remaining_ms <= 0:
-                break
-            if target.address is None:
-                error, result = ErrorCode.OBJECT_NOT_FOUND, None  # no primary known: refresh
-            else:  # the pool's call is bounded by remaining_ms, connecting included
-                error, result = await self._client._pool.call(
-                    target.address,
-                    code,
-                    arg,
-                    app_id=target.app_id,
-                    partition_index=target.partition_index,
-                    partition_hash=target.partition_hash,
-                    timeout_ms=remaining_ms,
-                )
-            if error == ErrorCode.OK:
-                return result
+            if failed is not None:  # judged below, like any failed attempt
+                error, target, gen = failed[0], failed[1].target, failed[1].gen
+                failed = None
+            else:
+                if self._stale and not await self._refresh_within(self._refresh_gen, deadline):
+                    break
+                gen = self._refresh_gen
+                target = self._target(key_hash, pidx)
+                remaining_ms = int((deadline - loop.time()) * 1000)
+                if remaining_ms <= 0:
+                    break
+                if target.address is None:
+                    error, result = ErrorCode.OBJECT_NOT_FOUND, None  # no primary: refresh
+                else:
+                    error, result = await self._send(target, code, arg, remaining_ms)
+                if error == ErrorCode.OK:
+                    return result
             attempt += 1
             where = f"{target.app_id}.{target.partition_index} at {target.address or 'no primary'}"
             last = f"{error} from {where}"
@@ -563,6 +625,18 @@ class Table:
             )
         self._route = route
         self.refresh_count += 1
+
+
+@dataclasses.dataclass(slots=True)
+class _Sent:
+    """A first try on its way: its outcome to await, where it went, the route's generation."""
+
+    outcome: Awaitable[Outcome]
+    target: Target
+    gen: int
+
+
+_NOT_SENT: Outcome = ("", None)  # no first try: not ERR_OK, so _retry takes over
 
 
 def _single_key(hash_key: Bytes, sort_key: Bytes, op: str) -> tuple[bytes, bytes, int]:

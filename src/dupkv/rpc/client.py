@@ -28,7 +28,7 @@ import itertools
 import logging
 import socket
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from dupkv.base.errors import BadInput, DupkvError, ErrorCode
@@ -86,6 +86,7 @@ class RpcClientConnection:
         self.header_crc = header_crc
         self._decoder = framing.ResponseDecoder(max_frame_bytes)
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it was opened on
         self._writer: CoalescingWriter | None = None
         # seqid -> (method, future, deadline) of each call waiting for its reply
         self._pending: dict[int, tuple[codes.RpcMethod, asyncio.Future[Outcome], float]] = {}
@@ -115,12 +116,11 @@ class RpcClientConnection:
         partition_index: int = 0,
         partition_hash: int = 0,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
-    ) -> Coroutine[Any, Any, Outcome]:
-        """Send one RPC and wait for its outcome (see the module docstring).
+    ) -> Awaitable[Outcome]:
+        """Send one RPC; await the result for its outcome (see the module docstring).
 
-        A plain function returning the call's coroutine: an unknown task code or an
-        argument that cannot be encoded raises here, at once. (One coroutine frame less
-        per call: the data path stacks five of them.)
+        A plain function returning an awaitable (see `_call`): an unknown task code or an
+        argument that cannot be encoded raises here, at once.
         """
         method = _method(name)
         return self._call(
@@ -136,7 +136,7 @@ class RpcClientConnection:
         partition_index: int = 0,
         partition_hash: int = 0,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
-    ) -> Coroutine[Any, Any, Outcome]:
+    ) -> Awaitable[Outcome]:
         """Like call(), with the argument already in standard Thrift (e.g. a logged write)."""
         method = _method(name)
         return self._call(
@@ -157,7 +157,7 @@ class RpcClientConnection:
         partition_index: int = 0,
         partition_hash: int = 0,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
-    ) -> Coroutine[Any, Any, Outcome]:
+    ) -> Awaitable[Outcome]:
         """Like call(), with the whole args struct already encoded in rDSN's dialect (a
         caller that writes a hot request by hand, e.g. duplication's DUPLICATE)."""
         return self._call(
@@ -177,7 +177,7 @@ class RpcClientConnection:
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _call(
+    def _call(
         self,
         method: codes.RpcMethod,
         args: bytes,
@@ -185,16 +185,43 @@ class RpcClientConnection:
         partition_index: int,
         partition_hash: int,
         timeout_ms: int,
-    ) -> Outcome:
-        if self.is_closed or self._transport is None:
-            return _RESET
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_ms / 1000
+    ) -> Awaitable[Outcome]:
+        """The call's outcome to await: a Future when a slot is free (the request is on its
+        way), else a coroutine that waits for one first. A Future and not a coroutine of
+        our own: every frame between the caller and the Future is entered on the way out
+        and again on the way back, and the data path stacks several of them."""
+        loop = self._loop
+        if self.is_closed or self._transport is None or loop is None:
+            return _ready(_RESET)
+        request = (method, args, app_id, partition_index, partition_hash)
         if self._slot_waiters or len(self._pending) + self._reserved >= self.max_pending:
-            if not await self._wait_for_slot(loop, deadline):
-                return _TIMED_OUT
-            if self.is_closed:
-                return _RESET
+            return self._call_after_slot(loop, timeout_ms, request)
+        return self._send(loop, timeout_ms, *request)
+
+    async def _call_after_slot(
+        self, loop: asyncio.AbstractEventLoop, timeout_ms: int, request: tuple[Any, ...]
+    ) -> Outcome:
+        start = loop.time()
+        if not await self._wait_for_slot(loop, start + timeout_ms / 1000):
+            return _TIMED_OUT
+        if self.is_closed:
+            return _RESET
+        left = max(1, timeout_ms - int((loop.time() - start) * 1000))
+        return await self._send(loop, left, *request)
+
+    def _send(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        timeout_ms: int,
+        method: codes.RpcMethod,
+        args: bytes,
+        app_id: int,
+        partition_index: int,
+        partition_hash: int,
+    ) -> "asyncio.Future[Outcome]":
+        """Send the request now; the Future ends with its outcome. The call's entry leaves
+        `_pending` when the reply comes, the deadline passes or the connection is lost
+        (a cancelled caller's entry too: its slot is freed by the same events)."""
         seqid = self._next_seqid()
         frame = framing.encode_request(
             method.code,
@@ -207,19 +234,16 @@ class RpcClientConnection:
             with_header_crc=self.header_crc,
         )
         assert self._writer is not None
+        future: asyncio.Future[Outcome] = loop.create_future()
         if method.oneway:
             self._writer.write(frame)
-            return ErrorCode.OK, None
-        future: asyncio.Future[Outcome] = loop.create_future()
+            future.set_result((ErrorCode.OK, None))
+            return future
+        deadline = loop.time() + timeout_ms / 1000
         self._pending[seqid] = (method, future, deadline)
         self._add_deadline(loop, deadline, seqid)
         self._writer.write(frame)
-        try:
-            return await future
-        finally:
-            self._pending.pop(seqid, None)
-            if self._slot_waiters:
-                self._wake_slot_waiters()
+        return future
 
     # -- deadlines -----------------------------------------------------------------------
 
@@ -254,6 +278,8 @@ class RpcClientConnection:
                     entry[1].set_result(_TIMED_OUT)
         if heap:
             self._arm(loop, heap[0][0])
+        if self._slot_waiters:
+            self._wake_slot_waiters()
 
     # -- slots ---------------------------------------------------------------------------
 
@@ -311,6 +337,8 @@ class RpcClientConnection:
         if entry is None:
             self.late_replies += 1
             return
+        if self._slot_waiters:
+            self._wake_slot_waiters()
         method, future, _ = entry
         if future.done():
             return
@@ -346,7 +374,13 @@ class RpcClientConnection:
 
 
 # One of RpcClientConnection's call methods, unbound: (connection, name, payload, **kw).
-_Send = Callable[..., Coroutine[Any, Any, Outcome]]
+_Send = Callable[..., Awaitable[Outcome]]
+
+
+def _ready(outcome: Outcome) -> "asyncio.Future[Outcome]":
+    future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+    future.set_result(outcome)
+    return future
 
 
 def _resolve(future: "asyncio.Future[bool]", value: bool) -> None:
@@ -389,6 +423,7 @@ async def connect(
         raise DupkvError(ErrorCode.NETWORK_FAILURE, f"connect to {host}:{port}: {e}") from e
     assert isinstance(transport, asyncio.Transport)
     conn._transport = transport
+    conn._loop = loop
     conn._writer = CoalescingWriter(transport)
     return conn
 
@@ -451,7 +486,7 @@ class ConnectionPool:
 
     def call(
         self, address: str, name: str, arg: Any, *, timeout_ms: int = DEFAULT_TIMEOUT_MS, **kw: Any
-    ) -> Coroutine[Any, Any, Outcome]:
+    ) -> Awaitable[Outcome]:
         """`RpcClientConnection.call` on the connection to `address`; `timeout_ms` also
         bounds opening it. ERR_NETWORK_FAILURE (or the pool's error) if that fails."""
         return self._on_connection(address, RpcClientConnection.call, name, arg, timeout_ms, kw)
@@ -464,7 +499,7 @@ class ConnectionPool:
         *,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         **kw: Any,
-    ) -> Coroutine[Any, Any, Outcome]:
+    ) -> Awaitable[Outcome]:
         """`RpcClientConnection.call_encoded` on the connection to `address`, as `call`."""
         send = RpcClientConnection.call_encoded
         return self._on_connection(address, send, name, args_struct, timeout_ms, kw)
@@ -477,7 +512,7 @@ class ConnectionPool:
         *,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         **kw: Any,
-    ) -> Coroutine[Any, Any, Outcome]:
+    ) -> Awaitable[Outcome]:
         """`RpcClientConnection.call_raw` on the connection to `address`, as `call`."""
         send = RpcClientConnection.call_raw
         return self._on_connection(address, send, name, arg_raw, timeout_ms, kw)
@@ -490,7 +525,7 @@ class ConnectionPool:
         payload: Any,
         timeout_ms: int,
         kw: dict[str, Any],
-    ) -> Coroutine[Any, Any, Outcome]:
+    ) -> Awaitable[Outcome]:
         """`send(connection, name, payload, ...)` on the connection to `address`. An open
         connection's call is returned as it is (no coroutine of our own around it)."""
         conn = self._conns.get(address)
