@@ -1,5 +1,6 @@
-"""Storage benchmark: puts and gets through one partition's write/read path, and plog
-append+fsync with group commit. Prints a table and writes bench/results/storage.json.
+"""Storage benchmark: puts and gets through one partition's write/read path, plog
+append+fsync with group commit, and group commits of several partitions with and without
+the replica server's shared log. Prints a table and writes bench/results/storage.json.
 
     .venv/bin/python bench/storage.py [--seconds 3] [--dir /tmp/dupkv-bench]
 
@@ -23,10 +24,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dupkv.replica.partition import Partition, PartitionOptions, WriteOp  # noqa: E402
-from dupkv.replica.writer import GroupCommitWriter  # noqa: E402
+from dupkv.replica.writer import GroupCommitWriter, SharedLogPersist, SyncThread  # noqa: E402
 from dupkv.rpc.thrift import rrdb, serialize  # noqa: E402
 from dupkv.storage import schema  # noqa: E402
 from dupkv.storage.mutation import TaskCode  # noqa: E402
+from dupkv.storage.slog import SharedLog  # noqa: E402
 
 VALUE = b"x" * 100
 
@@ -97,6 +99,57 @@ async def _group_commit(path: Path, seconds: float, concurrency: int) -> dict:
         "name": f"put, group commit, {concurrency} writers, fsync=on",
         "ops_per_s": done / dt,
         "mean_group": writer.ops / max(writer.groups, 1),
+    }
+
+
+async def _partitions_commit(
+    path: Path, seconds: float, partitions: int, concurrency: int, shared: bool
+) -> dict:
+    """`concurrency` writers spread over `partitions` partitions whose group commits run on
+    one SyncThread, as on a replica server: each fsyncing its own plog, or all through a
+    shared log (one fsync per round)."""
+    sync = SyncThread("fsync")
+    slog = None
+    if shared:
+        slog = SharedLog.open(path / "slog", segment_bytes=16 << 20, file_count_limit=4)
+    persist = SharedLogPersist(slog) if slog is not None else None
+    parts = [
+        Partition(path / f"p{k}", PartitionOptions(app_id=1, partition_index=k))
+        for k in range(partitions)
+    ]
+    writers = [GroupCommitWriter(p, max_group_ops=1000, sync=sync, shared=persist) for p in parts]
+    for w in writers:
+        w.start()
+    ops = [put_op(i) for i in range(int(seconds * 100_000))]
+    it = iter(ops)
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(k: int) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await writers[k % partitions].write(next(it))
+            done += 1
+
+    start = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for k in range(concurrency):
+            tg.create_task(client(k))
+    dt = time.perf_counter() - start
+    for w in writers:
+        await w.close()
+    for p in parts:
+        if slog is not None:
+            await sync.run(slog.forget, p.plog)
+        p.close()
+    if slog is not None:
+        await sync.run(lambda _: slog.close(), None)
+    await sync.stop()
+    how = "shared log" if shared else "own plog fsync each"
+    return {
+        "name": f"put, {concurrency} writers on {partitions} partitions, {how}",
+        "ops_per_s": done / dt,
+        "mean_group": sum(w.ops for w in writers) / max(sum(w.groups for w in writers), 1),
     }
 
 
@@ -198,6 +251,12 @@ def main() -> None:
         results.append(bench_batched_put(root / "batched", args.seconds, 1000))
         results.append(asyncio.run(_group_commit(root / "group", args.seconds, 256)))
         results.append(asyncio.run(_group_commit(root / "group1k", args.seconds, 1024)))
+        for partitions in (1, 4, 16):
+            for shared in (False, True):
+                where = root / f"parts{partitions}{'s' if shared else ''}"
+                results.append(
+                    asyncio.run(_partitions_commit(where, args.seconds, partitions, 64, shared))
+                )
         results.append(bench_get(root / "get", args.seconds, args.keys))
         import plog as plog_bench  # bench/plog.py
 
