@@ -23,6 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from loops import closed_loop  # noqa: E402  (bench/loops.py)
+
 from dupkv.replica.partition import Partition, PartitionOptions, WriteOp  # noqa: E402
 from dupkv.replica.writer import GroupCommitWriter, SharedLogPersist, SyncThread  # noqa: E402
 from dupkv.rpc.thrift import rrdb, serialize  # noqa: E402
@@ -77,22 +79,8 @@ async def _group_commit(path: Path, seconds: float, concurrency: int) -> dict:
     writer = GroupCommitWriter(p, max_group_ops=1000)
     writer.start()
     # Requests are decoded before they reach the partition; build them outside the clock.
-    ops = [put_op(i) for i in range(int(seconds * 200_000))]
-    it = iter(ops)
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await writer.write(next(it))
-            done += 1
-
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(concurrency):
-            tg.create_task(client())
-    dt = time.perf_counter() - start
+    it = iter([put_op(i) for i in range(int(seconds * 200_000))])
+    done, dt = await closed_loop(concurrency, seconds, lambda _: writer.write(next(it)))
     await writer.close()
     p.close()
     return {
@@ -120,22 +108,10 @@ async def _partitions_commit(
     writers = [GroupCommitWriter(p, max_group_ops=1000, sync=sync, shared=persist) for p in parts]
     for w in writers:
         w.start()
-    ops = [put_op(i) for i in range(int(seconds * 100_000))]
-    it = iter(ops)
-    done = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client(k: int) -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await writers[k % partitions].write(next(it))
-            done += 1
-
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for k in range(concurrency):
-            tg.create_task(client(k))
-    dt = time.perf_counter() - start
+    it = iter([put_op(i) for i in range(int(seconds * 100_000))])
+    done, dt = await closed_loop(
+        concurrency, seconds, lambda k: writers[k % partitions].write(next(it))
+    )
     for w in writers:
         await w.close()
     for p in parts:
