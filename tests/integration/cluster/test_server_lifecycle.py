@@ -1,7 +1,7 @@
 """How a server process starts and stops, seen from outside: SIGTERM makes a replica server
-flush and close every partition and exit 0, so the next start replays no mutation; a bad
-config value stops a server at start with exit code 2 and a message naming the file,
-section, key, value and what is accepted.
+flush and close every partition, empty its shared log and exit 0, so the next start replays
+no mutation and repairs nothing; a bad config value stops a server at start with exit code
+2 and a message naming the file, section, key, value and what is accepted.
 """
 
 import re
@@ -42,6 +42,10 @@ def test_sigterm_flushes_and_closes_so_a_restart_replays_nothing(tmp_path: Path)
         assert f"replica server 127.0.0.1:{c.replica_ports[0]} stopped" in log
         assert log.count("closed partition") == PARTITIONS
         assert "Traceback" not in log
+        # The plogs were fsynced as their partitions closed: the shared log is left empty,
+        # and the next start has nothing to repair.
+        slog_dir = c.replica_data_dir(0) / "replica" / "slog"
+        assert slog_dir.is_dir() and not list(slog_dir.glob("log.*"))
 
         c.restart_replica(0)
         deadline = time.monotonic() + OPEN_TIMEOUT_S
@@ -52,6 +56,7 @@ def test_sigterm_flushes_and_closes_so_a_restart_replays_nothing(tmp_path: Path)
                 break
             time.sleep(0.1)
         assert replayed == [0] * PARTITIONS
+        assert "shared log: " not in c.replica_procs[0].log()
         assert [table.get(f"hk{i}".encode(), b"sk") for i in range(200)] == [
             f"v{i}".encode() for i in range(200)
         ]

@@ -42,6 +42,11 @@ def test_typed_values_defaults_and_maps():
         ("[replication]\nduplicate_log_batch_bytes = -1\n", "must be >= 0"),
         ("[replication]\nplog_force_flush = maybe\n", "expected true or false"),
         (
+            "[replication]\nlog_shared_file_count_limit = 0\n",
+            r"\[replication\] log_shared_file_count_limit = 0: must be >= 1",
+        ),
+        ("[replication]\nlog_shared_file_size_mb = 2048\n", "must be <= 1024"),
+        (
             "[meta_server]\nmeta_state_service_type = etcd\n",
             "accepted values are meta_state_service_simple, meta_state_service_zookeeper",
         ),
