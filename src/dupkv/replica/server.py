@@ -117,6 +117,15 @@ class ReplicaServer:
         common_routes(self.router, self.registry, VersionInfo(), self.started_at)
         self.registry.add_collector("partitions", self._collect)
         server_entity = self.registry.entity("server", "server")
+        self._slog_gauges = (
+            server_entity.gauge("slog_files", "Files", "Segment files of the shared log"),
+            server_entity.gauge(
+                "slog_write_rounds", Unit.REQUESTS, "Rounds of group commits, one fsync each"
+            ),
+            server_entity.gauge(
+                "slog_checkpoints", Unit.REQUESTS, "Plog fsyncs that let old slog files go"
+            ),
+        )
         self._dup_requests = server_entity.counter(
             "dup_requests", Unit.REQUESTS, "Duplicated writes received from other clusters"
         )
@@ -318,6 +327,11 @@ class ReplicaServer:
         log.info("closed partition %d.%d", *gpid)
 
     def _collect(self) -> None:
+        if self.slog is not None:  # its counters are ints the log thread bumps: read as is
+            files, rounds, checkpoints = self._slog_gauges
+            files.set(self.slog.segment_count)
+            rounds.set(self.slog.rounds)
+            checkpoints.set(self.slog.checkpoints)
         for (app_id, pidx), hosted in list(self.partitions.items()):
             entity = self.registry.get_entity("replica", f"replica@{app_id}.{pidx}")
             if entity is not None:

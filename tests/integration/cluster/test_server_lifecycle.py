@@ -4,6 +4,7 @@ no mutation and repairs nothing; a bad config value stops a server at start with
 2 and a message naming the file, section, key, value and what is accepted.
 """
 
+import json
 import re
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cluster import Cluster, running
+from support.cluster import Cluster, http_get, running
 
 from dupkv.client.blocking import BlockingClient
 
@@ -34,6 +35,9 @@ def test_sigterm_flushes_and_closes_so_a_restart_replays_nothing(tmp_path: Path)
         table = client.open_table("t")
         for i in range(200):
             table.set(f"hk{i}".encode(), b"sk", f"v{i}".encode())
+        metrics = json.loads(http_get(c.replica_ports[0], "/metrics?types=server"))
+        server = {m["name"]: m["value"] for m in metrics["entities"][0]["metrics"]}
+        assert server["slog_files"] == 1 and 0 < server["slog_write_rounds"] <= 200
 
         code = c.replica_procs[0].stop(signal.SIGTERM)
 
