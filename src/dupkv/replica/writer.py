@@ -144,7 +144,8 @@ def _hand_back(done: dict[asyncio.AbstractEventLoop, list[_Done]]) -> None:
 class SharedLogPersist:
     """Persists a round of groups from several partitions through the replica server's
     shared log: one write and one fsync for the round, then one plog write per group
-    (no fsync). Runs on the server's SyncThread via `run_batched`."""
+    (no fsync); a round of one group the slog holds nothing of fsyncs its own plog instead
+    (dupkv.storage.slog). Runs on the server's SyncThread via `run_batched`."""
 
     def __init__(self, slog: SharedLog) -> None:
         self.slog = slog
@@ -159,6 +160,15 @@ class SharedLogPersist:
                 live.append(i)
         if not live:
             return errors
+        if len(live) == 1:
+            partition, staged = items[live[0]]
+            o = partition.options
+            if not self.slog.holds((o.app_id, o.partition_index)):
+                try:  # alone and not in the slog: its own plog's fsync suffices
+                    partition.persist(staged)
+                except PartitionBroken as e:
+                    errors[live[0]] = e
+                return errors
         groups = []
         for i in live:
             partition, staged = items[i]

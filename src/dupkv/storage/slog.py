@@ -12,8 +12,14 @@ fsync, and the plog counts it durable (`Plog.mark_durable`). So a plog's unsynce
 always held by the slog, fsynced, before the plog is written.
 
 Checkpoint. When the slog holds more than `file_count_limit` segments, every plog written
-since the last checkpoint is fsynced and the slog's older segments are deleted: what they
-held is now durable in the plogs. The slog stays within about (limit + 1) segments.
+since the last checkpoint is fsynced and the slog is emptied: what it held is now durable
+in the plogs. The slog stays within about (limit + 1) segments.
+
+A round of one group, from a partition the slog holds nothing of, skips the slog: the group
+is appended to its plog and the plog fsynced, as without a slog (one write instead of two;
+most rounds of a lightly loaded server). A partition the slog does hold records of goes
+through the slog until the next checkpoint has emptied it, so recovery's rule below stays
+true: everything in a plog before the slog's first record for it was fsynced.
 
 Recovery (`recover_plogs`, before any partition opens). After a machine crash a plog's unsynced
 tail may be anything: missing, zeros, or holes followed by whole records. For each
@@ -118,9 +124,10 @@ def recover_plogs(
 
 
 def _empty(directory: Path) -> None:
-    """Delete the slog's segments (their records are in the plogs, fsynced)."""
-    segments = [entry for entry in directory.iterdir() if entry.name.startswith("log.")]
-    for entry in segments:
+    """Delete the slog's segments (their records are in the plogs, fsynced), newest first:
+    a crash midway leaves a shorter slog whose records recovery puts back again, harmlessly."""
+    segments = sorted(e for e in directory.iterdir() if e.name.startswith("log."))
+    for entry in reversed(segments):
         entry.unlink()
     if segments:
         fsync_dir(directory)
@@ -129,22 +136,27 @@ def _empty(directory: Path) -> None:
 class SharedLog:
     """The writer side; open it with `SharedLog.open` after `recover_plogs`."""
 
-    def __init__(self, log_: Plog, file_count_limit: int) -> None:
+    def __init__(self, log_: Plog, segment_bytes: int, file_count_limit: int) -> None:
         self._log = log_
         self.directory = log_.directory
+        self.segment_bytes = segment_bytes
         self.file_count_limit = file_count_limit
         self._dirty: dict[int, Plog] = {}  # plogs appended to since the last checkpoint
+        self._held: set[Gpid] = set()  # partitions with records in the slog
         # Set when a tracked plog failed to fsync: its records must stay here, so the slog
         # can no longer be trimmed and refuses writes until the server restarts (recovery).
         self.failed: str | None = None
-        self.rounds = 0
+        self.rounds = 0  # slog writes, one fsync each
+        self.groups = 0  # groups written through the slog
         self.checkpoints = 0
 
     @classmethod
     def open(cls, directory: Path, *, segment_bytes: int, file_count_limit: int) -> "SharedLog":
         if file_count_limit < 1:
             raise ValueError(f"file_count_limit {file_count_limit}: expected at least 1")
-        return cls(Plog.open(directory, segment_bytes=segment_bytes), file_count_limit)
+        return cls(
+            Plog.open(directory, segment_bytes=segment_bytes), segment_bytes, file_count_limit
+        )
 
     @property
     def segment_count(self) -> int:
@@ -166,9 +178,16 @@ class SharedLog:
                 entries.append((seq, encode_entry(app_id, pidx, decree, payload)))
         if not entries:
             return
+        self._held.update((app_id, pidx) for app_id, pidx, _ in groups)
         self._log.append(entries)
         self._log.sync()
         self.rounds += 1
+        self.groups += len(groups)
+
+    def holds(self, gpid: Gpid) -> bool:
+        """Whether the slog holds records of this partition (then its groups must go
+        through the slog until the next checkpoint)."""
+        return gpid in self._held
 
     def track(self, plog: Plog) -> None:
         """`plog` was appended to with records this slog holds: fsync it at the next
@@ -196,14 +215,18 @@ class SharedLog:
         return True
 
     def checkpoint(self) -> None:
-        """Fsync every plog written since the last checkpoint, then delete the slog's
-        segments before the current one. Raises OSError (a plog that failed to fsync
-        refuses writes from then on)."""
-        floor = self._log.last_decree
+        """Fsync every plog written since the last checkpoint, then empty the slog. Raises
+        OSError or InvariantError; the slog then refuses writes (see `failed`)."""
         for key in list(self._dirty):
             self._sync_tracked(key)
-        self._log.gc(floor)
-        self._log.sync()  # makes the deletions durable
+        try:
+            self._log.close()
+            _empty(self.directory)
+            self._log = Plog.open(self.directory, segment_bytes=self.segment_bytes)
+        except OSError as e:
+            self.failed = f"emptying at a checkpoint failed: {e}"
+            raise
+        self._held.clear()  # only now: the emptying is durable
         self.checkpoints += 1
 
     def close(self) -> None:

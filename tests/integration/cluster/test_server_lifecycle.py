@@ -4,6 +4,7 @@ no mutation and repairs nothing; a bad config value stops a server at start with
 2 and a message naming the file, section, key, value and what is accepted.
 """
 
+import asyncio
 import json
 import re
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from support.cluster import Cluster, http_get, running
 
+from dupkv.client import Client
 from dupkv.client.blocking import BlockingClient
 
 PARTITIONS = 4
@@ -28,16 +30,41 @@ def opened_since(log: str, marker: str) -> list[int]:
     return [int(m) for m in OPENED_RE.findall(log.rsplit(marker, 1)[-1])]
 
 
+def slog_metrics(c: Cluster) -> dict[str, int]:
+    doc = json.loads(http_get(c.replica_ports[0], "/metrics?types=server"))
+    server = {m["name"]: m["value"] for m in doc["entities"][0]["metrics"]}
+    return {name: server[name] for name in ("slog_files", "slog_write_rounds")}
+
+
+async def set_many(meta: str, indexes: range) -> None:
+    """hk<i> = v<i> for every index, 64 writes in flight."""
+    client = await Client.connect(meta)
+    try:
+        table = await client.open_table("t")
+        slots = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with slots:
+                await table.set(f"hk{i}".encode(), b"sk", f"v{i}".encode())
+
+        await asyncio.gather(*(one(i) for i in indexes))
+    finally:
+        await client.close()
+
+
 def test_sigterm_flushes_and_closes_so_a_restart_replays_nothing(tmp_path: Path) -> None:
     c = Cluster("lifecycle", tmp_path, replicas=1)
     with running(c), BlockingClient(c.meta_address) as client:
         client.create_table("t", partition_count=PARTITIONS)
         table = client.open_table("t")
-        for i in range(200):
+        for i in range(100):
             table.set(f"hk{i}".encode(), b"sk", f"v{i}".encode())
-        metrics = json.loads(http_get(c.replica_ports[0], "/metrics?types=server"))
-        server = {m["name"]: m["value"] for m in metrics["entities"][0]["metrics"]}
-        assert server["slog_files"] == 1 and 0 < server["slog_write_rounds"] <= 200
+        # One write at a time: each round is one group, which fsyncs its own plog.
+        assert slog_metrics(c) == {"slog_files": 0, "slog_write_rounds": 0}
+        asyncio.run(set_many(c.meta_address, range(100, 200)))
+        # Many at a time on 4 partitions: rounds of several groups go through the slog.
+        metrics = slog_metrics(c)
+        assert metrics["slog_files"] == 1 and 0 < metrics["slog_write_rounds"] < 100
 
         code = c.replica_procs[0].stop(signal.SIGTERM)
 

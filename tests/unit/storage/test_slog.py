@@ -4,6 +4,7 @@ a round of groups from several partitions through the SyncThread (one slog fsync
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -169,7 +170,6 @@ def test_a_round_takes_every_queued_group_in_one_slog_write(tmp_path: Path) -> N
             return WriteOp(TaskCode.PUT, req)
 
         await asyncio.gather(*(writers[i % 4].write(put(i)) for i in range(400)))
-        groups = sum(w.groups for w in writers)
         for w in writers:
             await w.close()
         for p in parts:
@@ -185,7 +185,41 @@ def test_a_round_takes_every_queued_group_in_one_slog_write(tmp_path: Path) -> N
                     assert got.value == b"v", i
             finally:
                 reopened.close()
-        return groups, slog.rounds
+        return slog.groups, slog.rounds
 
     groups, rounds = asyncio.run(main())
-    assert rounds < groups, f"{rounds} slog writes for {groups} groups: no round had two"
+    assert groups > rounds, f"{rounds} slog writes for {groups} groups: no round had two"
+
+
+def test_a_lone_group_the_slog_holds_nothing_of_fsyncs_its_own_plog(tmp_path: Path) -> None:
+    slog = SharedLog.open(tmp_path / "slog", segment_bytes=1 << 20, file_count_limit=4)
+    persist = SharedLogPersist(slog)
+    parts = [
+        Partition(tmp_path / f"p{k}", PartitionOptions(app_id=1, partition_index=k))
+        for k in range(2)
+    ]
+
+    def put(k: int, i: int) -> Any:
+        req = rrdb.update_request(key=schema.encode_key(b"h%d" % i, b""), value=b"v")
+        return parts[k].stage([WriteOp(TaskCode.PUT, req)])
+
+    def commit(*ks: int, i: int) -> None:
+        staged = [(parts[k], put(k, i)) for k in ks]
+        assert persist(staged) == [None] * len(ks)
+        for partition, st in staged:
+            partition.commit(st)
+
+    commit(0, i=1)  # alone, not in the slog: straight to its plog, fsynced
+    assert slog.rounds == 0 and not parts[0].plog._unsynced
+    commit(0, 1, i=2)  # a round of two: through the slog, the plogs left unsynced
+    assert slog.rounds == 1 and slog.holds((1, 0)) and parts[0].plog._unsynced
+    commit(0, i=3)  # alone, but the slog holds records of it: through the slog again
+    assert slog.rounds == 2
+    slog.checkpoint()  # fsyncs the plogs and empties the slog
+    assert not slog.holds((1, 0)) and not list((tmp_path / "slog").glob("log.*"))
+    commit(0, i=4)
+    assert slog.rounds == 2 and not parts[0].plog._unsynced
+    for p in parts:
+        slog.forget(p.plog)
+        p.close()
+    slog.close()
