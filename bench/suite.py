@@ -53,10 +53,12 @@ from dupkv.base.errors import ErrorCode
 from dupkv.client import Client, Table
 from dupkv.client.ops import put_request
 from dupkv.client.routing import route_from_query_cfg
+from dupkv.duplication.pipeline import Entry
 from dupkv.duplication.status import DupStatus
+from dupkv.duplication.wire import encode_duplicate_args
 from dupkv.rpc.client import ConnectionPool
 from dupkv.rpc.idl_meta import dup, meta
-from dupkv.rpc.thrift import rrdb, serialize
+from dupkv.rpc.thrift import serialize
 from dupkv.storage.mutation import TaskCode
 
 SCENARIOS = ("steady_lag", "burst", "apply", "wan", "catchup", "overhead", "client")
@@ -266,39 +268,31 @@ async def apply_direct(
     value = value_bytes(size)
     now_us = int(time.time() * 1e6)
     per_part: list[list[bytes]] = [[] for _ in range(route.partition_count)]
-    batch: list[list[Any]] = [[] for _ in range(route.partition_count)]
+    batch: list[list[Entry]] = [[] for _ in range(route.partition_count)]
     sizes = [0] * route.partition_count
     for i in range(n):
         hk = b"direct%09d" % i
         raw = serialize(put_request(hk, SORT_KEY, value, 0))
         pidx = route.for_hash(key_hash(hk, SORT_KEY)).partition_index
-        batch[pidx].append(
-            rrdb.duplicate_entry(
-                timestamp=now_us + i,
-                task_code=TaskCode.PUT,
-                raw_message=raw,
-                cluster_id=SOURCE_CLUSTER_ID,
-                verify_timetag=True,
-            )
-        )
+        batch[pidx].append(Entry(i + 1, now_us + i, TaskCode.PUT, raw))
         sizes[pidx] += len(raw)
         if sizes[pidx] >= DIRECT_BATCH_BYTES:
-            per_part[pidx].append(serialize(rrdb.duplicate_request(entries=batch[pidx])))
+            per_part[pidx].append(encode_duplicate_args(batch[pidx], SOURCE_CLUSTER_ID))
             batch[pidx], sizes[pidx] = [], 0
     for pidx, rest in enumerate(batch):
         if rest:
-            per_part[pidx].append(serialize(rrdb.duplicate_request(entries=rest)))
+            per_part[pidx].append(encode_duplicate_args(rest, SOURCE_CLUSTER_ID))
     failures = 0
 
     async def sender(pidx: int, it: Any) -> None:
         nonlocal failures
         address = route.primaries[pidx]
         assert address is not None
-        for raw_req in it:
-            err, r = await pool.call_raw(
+        for args in it:  # as the shipper sends them
+            err, r = await pool.call_encoded(
                 address,
                 "RPC_RRDB_RRDB_DUPLICATE",
-                raw_req,
+                args,
                 app_id=route.app_id,
                 partition_index=pidx,
                 timeout_ms=30_000,

@@ -11,8 +11,8 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from dupkv.storage.plog import RECORD_HEADER, SEGMENT_HEADER, Plog
-from dupkv.storage.slog import decode_entry
+from dupkv.storage.plog import RECORD_HEADER, SEGMENT_HEADER
+from dupkv.storage.slog import read_records
 
 DAMAGES = ("kept", "lost", "zeroed", "garbage", "holed")
 
@@ -20,12 +20,8 @@ DAMAGES = ("kept", "lost", "zeroed", "garbage", "holed")
 def lose_what_the_slog_holds(
     slog_dir: Path, plog_dir: Callable[[tuple[int, int]], Path], rng: random.Random
 ) -> list[str]:
-    first: dict[tuple[int, int], int] = {}  # partition -> first decree the slog holds for it
-    with Plog.open(slog_dir, segment_bytes=1 << 30) as slog:
-        if slog.last_decree:
-            for _, data in slog.replay(slog.first_decree):
-                gpid, decree, _ = decode_entry(data)
-                first.setdefault(gpid, decree)
+    # partition -> the first decree the slog holds for it
+    first = {gpid: records[0][0] for gpid, records in read_records(slog_dir).items()}
     done = []
     for gpid, decree in sorted(first.items()):
         segments = sorted(plog_dir(gpid).glob("log.*"))

@@ -127,27 +127,6 @@ class RpcClientConnection:
             method, method.encode_arg(arg), app_id, partition_index, partition_hash, timeout_ms
         )
 
-    def call_raw(
-        self,
-        name: str,
-        arg_raw: bytes,
-        *,
-        app_id: int = 0,
-        partition_index: int = 0,
-        partition_hash: int = 0,
-        timeout_ms: int = DEFAULT_TIMEOUT_MS,
-    ) -> Awaitable[Outcome]:
-        """Like call(), with the argument already in standard Thrift (e.g. a logged write)."""
-        method = _method(name)
-        return self._call(
-            method,
-            method.encode_arg_raw(arg_raw),
-            app_id,
-            partition_index,
-            partition_hash,
-            timeout_ms,
-        )
-
     def call_encoded(
         self,
         name: str,
@@ -503,19 +482,6 @@ class ConnectionPool:
         """`RpcClientConnection.call_encoded` on the connection to `address`, as `call`."""
         send = RpcClientConnection.call_encoded
         return self._on_connection(address, send, name, args_struct, timeout_ms, kw)
-
-    def call_raw(
-        self,
-        address: str,
-        name: str,
-        arg_raw: bytes,
-        *,
-        timeout_ms: int = DEFAULT_TIMEOUT_MS,
-        **kw: Any,
-    ) -> Awaitable[Outcome]:
-        """`RpcClientConnection.call_raw` on the connection to `address`, as `call`."""
-        send = RpcClientConnection.call_raw
-        return self._on_connection(address, send, name, arg_raw, timeout_ms, kw)
 
     def _on_connection(
         self,

@@ -2,17 +2,17 @@
 every write's update_response, and a hand writer of the first for the server (pure).
 
 The general path (codes.RpcMethod.decode_result) copies the result struct, walks it to
-turn rDSN's type bytes into standard ones and hands it to thriftpy2: ~6 us per reply, a
-tenth of the client's CPU per get on our 2-core machine. These readers take the layout a
-server writes, Pegasus's or ours (the fields in id order, a blob typed STRING or STRUCT),
-with a few fixed-size unpacks: ~1 us. Any other bytes (fields missing, reordered or extra,
-truncation) give None, and the caller takes the general path, which reads them or says
-what is wrong with them.
+turn rDSN's type bytes into standard ones and hands it to thriftpy2: ~4-8 us per reply
+(timeit on this 2-core machine), a tenth of the client's CPU per get. These readers take
+the layout a server writes, Pegasus's or ours (the fields in id order, a blob typed STRING
+or STRUCT), with a few fixed-size unpacks: ~1.3-1.8 us. Any other bytes (fields missing,
+reordered or extra, truncation) give None, and the caller takes the general path, which
+reads them or says what is wrong with them.
 
 The values are NamedTuples with the attributes of the thriftpy2 structs they stand for.
 A replica server answers a get with a `ReadResponse`, which `write_read_response` encodes
-with two packs (~0.8 us) where the general flat writer took ~4 us, and which costs a third
-of a thriftpy2 struct to build.
+with two packs (~0.7 us) where the general flat writer took ~2.5-3 us, and which is
+cheaper to build than a thriftpy2 struct (~0.4 against ~0.6 us).
 """
 
 import struct

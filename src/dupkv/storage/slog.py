@@ -83,20 +83,8 @@ def recover_plogs(
     """Repair every plog from the slog at `directory` and empty the slog (see module)."""
     if not directory.is_dir():
         return RecoveryReport(0, 0, 0, 0)
-    groups: dict[Gpid, list[tuple[int, bytes]]] = {}
-    entries = 0
-    with Plog.open(directory, segment_bytes=1 << 30) as slog:
-        if slog.last_decree:
-            for _seq, data in slog.replay(slog.first_decree):
-                gpid, decree, payload = decode_entry(data)
-                records = groups.setdefault(gpid, [])
-                if records and decree != records[-1][0] + 1:
-                    raise CorruptLog(
-                        f"slog {directory}: partition {gpid[0]}.{gpid[1]} jumps from decree "
-                        f"{records[-1][0]} to {decree}"
-                    )
-                records.append((decree, payload))
-                entries += 1
+    groups = read_records(directory)
+    entries = sum(len(records) for records in groups.values())
     repaired = skipped = cut_bytes = 0
     for gpid, records in groups.items():
         path = plog_dir(gpid)
@@ -121,6 +109,25 @@ def recover_plogs(
             cut_bytes,
         )
     return report
+
+
+def read_records(directory: Path) -> dict[Gpid, list[tuple[int, bytes]]]:
+    """Each partition's records in the slog at `directory`, in decree order (its torn tail
+    cut as a plog's is). CorruptLog if a partition's decrees are not contiguous."""
+    groups: dict[Gpid, list[tuple[int, bytes]]] = {}
+    with Plog.open(directory, segment_bytes=1 << 30) as slog:
+        if not slog.last_decree:
+            return groups
+        for _seq, data in slog.replay(slog.first_decree):
+            gpid, decree, payload = decode_entry(data)
+            records = groups.setdefault(gpid, [])
+            if records and decree != records[-1][0] + 1:
+                raise CorruptLog(
+                    f"slog {directory}: partition {gpid[0]}.{gpid[1]} jumps from decree "
+                    f"{records[-1][0]} to {decree}"
+                )
+            records.append((decree, payload))
+    return groups
 
 
 def _empty(directory: Path) -> None:
@@ -161,9 +168,6 @@ class SharedLog:
     @property
     def segment_count(self) -> int:
         return len(self._log.segments())
-
-    def size_bytes(self) -> int:
-        return self._log.size_bytes()
 
     def write(self, groups: Sequence[Group]) -> None:
         """Append a round's groups as one write and fsync it (blocking). Raises OSError; the
